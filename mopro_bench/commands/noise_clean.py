@@ -1,0 +1,11 @@
+"""`mopro-bench noise-clean`: write the trained model's cleaned pseudo-labels for the train set"""
+
+from __future__ import annotations
+
+from mopro_bench.commands import not_ready
+
+
+def add_parser(sub, parents):
+    p = sub.add_parser("noise-clean", parents=parents, help="write the trained model's cleaned pseudo-labels for the train set", description="write the trained model's cleaned pseudo-labels for the train set")
+    p.set_defaults(func=not_ready("noise-clean", "issue 5"))
+    return p

@@ -1,0 +1,36 @@
+"""`mopro-bench tasks`: list every registered task@protocol with its version and description."""
+
+from __future__ import annotations
+
+import json
+
+from mopro_bench.registry import all_protocols
+
+
+def add_parser(sub, parents):
+    p = sub.add_parser("tasks", parents=parents, help="list every task@protocol with its version",
+                       description="List every registered task@protocol (default protocol marked *), its protocol "
+                                   "version and a one-line description. Tasks come from the entry-point group "
+                                   "`mopro_bench.tasks`.")
+    p.add_argument("--json", action="store_true", help="print JSON with every protocol's full parameters")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    rows = all_protocols()
+    if args.json:
+        out = [
+            {"id": f"{t.name}@{p.name}", "task": t.name, "protocol": p.name, "default": p.name == t.default_protocol,
+             "version": p.version, "description": p.description, "data_kind": t.data_kind, "params": p.params()}
+            for t, p in rows
+        ]
+        print(json.dumps(out, indent=2))
+        return 0
+    width = max((len(f"{t.name}@{p.name}") for t, p in rows), default=10) + 2
+    print(f"{'task@protocol':<{width}} {'ver':<5} {'data':<11} description")
+    for t, p in rows:
+        mark = "*" if p.name == t.default_protocol else " "
+        print(f"{t.name + '@' + p.name + mark:<{width}} {p.version:<5} {t.data_kind:<11} {p.description}")
+    print("\n* = the task's default protocol (used by `--task NAME`).")
+    return 0

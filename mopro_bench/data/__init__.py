@@ -1,0 +1,1 @@
+"""Dataset layouts: one loader module per layout, plus ``check`` and ``synth``."""
