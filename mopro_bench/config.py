@@ -131,7 +131,8 @@ def apply_overrides(obj: Any, overrides: dict[str, Any], *, protected: tuple[str
     for head, value in direct.items():
         current = getattr(obj, head)
         if dataclasses.is_dataclass(current):
-            raise BenchError(f"--set {head} names a section", f"set one of its fields, e.g. {field_names(current, head + '.')[0]}=...")
+            example = field_names(current, head + ".")[0]
+            raise BenchError(f"--set {head} names a section", f"set one of its fields, e.g. {example}=...")
         changes[head] = _coerce(value, th.get(head, Any), head)
     for head, sub in grouped.items():
         current = getattr(obj, head)

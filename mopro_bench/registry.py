@@ -198,7 +198,7 @@ def all_protocols() -> list[tuple[Task, Protocol]]:
     out = []
     for name in sorted(registry()):
         task = registry()[name]
-        for pname, proto in task.protocols.items():
+        for proto in task.protocols.values():
             out.append((task, proto))
     return out
 

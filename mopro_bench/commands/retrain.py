@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from mopro_bench.commands import not_ready
 
+HELP = "classifier retraining (cRT) on cleaned labels, backbone frozen"
+
 
 def add_parser(sub, parents):
-    p = sub.add_parser("retrain", parents=parents, help="classifier retraining (cRT) on cleaned labels, backbone frozen", description="classifier retraining (cRT) on cleaned labels, backbone frozen")
+    p = sub.add_parser("retrain", parents=parents, help=HELP, description=HELP)
     p.set_defaults(func=not_ready("retrain", "issue 5"))
     return p

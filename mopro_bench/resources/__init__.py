@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_list(name: str) -> tuple[str, ...]:
     text = resources.files(__name__).joinpath(name).read_text()
     return tuple(line.strip() for line in text.splitlines() if line.strip())
