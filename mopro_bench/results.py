@@ -145,7 +145,7 @@ def now_iso() -> str:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9._@+-]+", "-", text).strip("-") or "x"
 
 
 def result_path(results_dir: Path, protocol_id: str, ckpt_name: str, sha256: str | None, seed: int) -> Path:

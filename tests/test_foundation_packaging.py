@@ -1,0 +1,44 @@
+"""The package maps pretrain/ and tasks/ into mopro_bench.*, in editable and in regular (wheel) installs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def test_editable_install_imports_mapped_packages():
+    import mopro_bench.pretrain
+    import mopro_bench.tasks
+
+    assert mopro_bench.pretrain.__file__.endswith("pretrain/__init__.py")
+    assert mopro_bench.tasks.__file__.endswith("tasks/__init__.py")
+
+
+@pytest.mark.slow
+def test_wheel_contains_mapped_packages_and_class_lists(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                           str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel = next(tmp_path.glob("mopro_bench-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("mopro_bench/pretrain/__init__.py", "mopro_bench/tasks/__init__.py", "mopro_bench/cli.py",
+                   "mopro_bench/resources/imagenet1k_wnids.txt", "mopro_bench/resources/imagenet_r_wnids.txt"):
+        assert needed in names, needed
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry).decode()
+    assert "[mopro_bench.tasks]" in text and "mopro-bench = mopro_bench.cli:main" in text
+    # installed (not editable) into a scratch target, the mapped packages import from there
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    code = "import mopro_bench.tasks, mopro_bench.pretrain, mopro_bench.resources as r; print(mopro_bench.tasks.__file__, len(r.imagenet1k_wnids()))"
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert str(target) in out.stdout and out.stdout.strip().endswith("1000")
