@@ -1,0 +1,486 @@
+"""A reusable supervised training loop (finetuning, linear probes) and a linear-head solver on cached features.
+
+:class:`SupervisedTrainer` trains ``model(x) -> logits`` with SGD and a step schedule, one code path for CPU, one GPU
+and ``torchrun`` (DDP, ``env://``):
+
+* the batch size is global: each of ``W`` ranks takes ``batch_size / W`` images, the learning rate is unchanged;
+* bf16 autocast and channels_last on CUDA; fp32 on CPU;
+* every epoch's data order and augmentation randomness is a function of ``(seed, epoch, rank)`` only, so a run
+  resumed from its last completed epoch ends with exactly the weights of an uninterrupted run;
+* after every ``save_every`` epochs rank 0 writes ``<work_dir>/train_state.pt`` atomically (model, optimizer,
+  history and a hash of everything that defines the run); ``resume=True`` continues from it, a different run in the
+  same directory is refused, and an unfinished run is never silently overwritten;
+* evaluation (top-1/top-5) at the end and every ``eval_every`` epochs when asked (0 = only at the end);
+* progress bars (rank 0) and TensorBoard scalars under ``log_dir`` when given.
+
+:func:`fit_linear_on_features` trains a linear softmax classifier on precomputed features (minutes on a GPU for
+ImageNet-size caches) and returns its weights folded back into the raw feature space.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from mopro_bench.errors import BenchError
+from mopro_bench.io import atomic_torch_save, sha256_json
+from mopro_bench.metrics.classification import TopKMeter, topk_accuracy
+from mopro_bench.registry import RunContext
+from mopro_bench.runtime import env_is_distributed, init_distributed, seed_everything
+
+STATE_FILE = "train_state.pt"
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Schedule and optimiser constants of one supervised run (filled from a protocol)."""
+
+    epochs: int
+    batch_size: int  # global, over all ranks
+    milestones: tuple[int, ...] = ()  # epochs (0-based) from which the lr is multiplied by gamma once more
+    gamma: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    eval_every: int = 0  # evaluate every N epochs; 0 = only after the last epoch
+    save_every: int = 1  # write the resumable state every N epochs (and always after the last)
+    sync_bn: bool = False  # SyncBatchNorm across ranks (matters only with >1 GPU)
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class ParamGroup:
+    name: str
+    params: list[nn.Parameter]
+    lr: float
+    weight_decay: float = 0.0
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]  # one entry per epoch: loss, lr per group, seconds, and top1/top5 when evaluated
+    final: dict[str, Any]  # {"epoch", "top1", "top5"} after the last epoch
+    best: dict[str, Any]  # the evaluated epoch with the highest top-1 (selected on the evaluation set)
+    evaluated_epochs: list[int]
+    resumed_from_epoch: int | None
+    world_size: int
+    per_rank_batch: int
+    amp: str | None
+    seconds: float
+    skipped_batches: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def lr_at(base_lr: float, epoch: int, milestones: Sequence[int], gamma: float) -> float:
+    """Step schedule: ``base_lr * gamma ** #{m in milestones : epoch >= m}`` for 0-based ``epoch``."""
+    return base_lr * gamma ** sum(1 for m in milestones if epoch >= m)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank), 0x5EED]).generate_state(1)[0])
+
+
+def _is_main() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, dataset: Dataset, device: torch.device, *, batch_size: int = 256, workers: int = 0,
+                   progress: bool = True, desc: str = "eval", ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Top-k accuracy (percent) of ``model`` (eval mode) on ``dataset`` of ``(x, label, index)``, sharded over ranks."""
+    from tqdm.auto import tqdm
+
+    model = _unwrap(model)
+    was_training = model.training
+    model.eval()
+    rank, world = _world()
+    shard = Subset(dataset, list(range(rank, len(dataset), world)))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    meter = TopKMeter(ks)
+    for x, y, _ in tqdm(loader, desc=desc, disable=not (progress and rank == 0), leave=False):
+        x = x.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.to(memory_format=torch.channels_last)
+        with _autocast(device):
+            logits = model(x)
+        meter.update(logits.float(), y.to(device))
+    meter.reduce(device)
+    model.train(was_training)
+    out = meter.result()
+    out["n"] = meter.n
+    return out
+
+
+class SupervisedTrainer:
+    """Train ``model`` (images -> logits) with SGD on ``train_set``; evaluate on ``eval_set``. See the module doc.
+
+    ``frozen`` modules stay in eval mode (BatchNorm statistics frozen) and are not saved per epoch (their parameters
+    must not require gradients). ``run_key`` is a JSON-able description of everything that defines the run (protocol,
+    checkpoint, subset, seed); its hash guards resume. ``on_epoch_end(epoch_done)`` is called after each epoch has
+    been saved (tests use it to interrupt a run).
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[ParamGroup], train_set: Dataset, eval_set: Dataset | None,
+                 cfg: TrainConfig, ctx: RunContext, *, run_key: dict[str, Any], frozen: Sequence[nn.Module] = (),
+                 resume: bool = False, desc: str = "train", log_dir: str | Path | None = None,
+                 on_epoch_end: Callable[[int], None] | None = None, eval_batch_size: int | None = None):
+        if cfg.epochs < 0:
+            raise BenchError(f"epochs={cfg.epochs} is negative", "use --set epochs=N with N >= 0")
+        if cfg.batch_size < 1:
+            raise BenchError(f"batch_size={cfg.batch_size} is not positive", "use --set batch_size=N with N >= 1")
+        if any(m < 0 for m in cfg.milestones) or list(cfg.milestones) != sorted(cfg.milestones):
+            raise BenchError(f"milestones={list(cfg.milestones)} must be increasing epochs >= 0",
+                             "use e.g. --set milestones=[20,30]")
+        self.model, self.groups, self.cfg, self.ctx = model, list(groups), cfg, ctx
+        self.train_set, self.eval_set = train_set, eval_set
+        self.frozen = list(frozen)
+        self.resume, self.desc, self.on_epoch_end = resume, desc, on_epoch_end
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.key = sha256_json(run_key)
+        self.run_key = run_key
+        self.eval_batch_size = eval_batch_size
+        self.state_path = Path(ctx.work_dir) / STATE_FILE if ctx.work_dir else None
+        for m in self.frozen:
+            if any(p.requires_grad for p in m.parameters()):
+                raise ValueError("frozen modules must not have parameters that require gradients")
+
+    # ---- state -------------------------------------------------------------------------------------------
+    def _frozen_keys(self) -> set[str]:
+        ids = {id(t) for m in self.frozen for t in (*m.parameters(), *m.buffers())}
+        return {k for k, v in self.model.state_dict(keep_vars=True).items() if id(v) in ids}
+
+    def _saved_state_dict(self) -> dict[str, torch.Tensor]:
+        skip = self._frozen_keys()
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items() if k not in skip}
+
+    def _read_state(self) -> dict[str, Any] | None:
+        if self.state_path is None or not self.state_path.is_file():
+            return None
+        try:
+            return torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise BenchError(f"{self.state_path} is unreadable ({type(e).__name__})",
+                             "delete it to start over, or pass another --work-dir") from None
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        done, total = state.get("epoch"), state.get("epochs")
+        if state.get("format") != STATE_FORMAT or state.get("key") != self.key:
+            raise BenchError(
+                f"{self.state_path} belongs to a different run (other protocol constants, checkpoint, data or seed)",
+                f"pass another --work-dir, or delete {self.state_path.parent} to start over",
+            )
+        if not self.resume and not state.get("finished"):
+            raise BenchError(
+                f"{self.state_path.parent} holds an interrupted run ({done}/{total} epochs done)",
+                f"add --resume to continue it, or delete {self.state_path.parent} (or pass another --work-dir) to start over",
+            )
+
+    def _write_state(self, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict], finished: bool) -> None:
+        if self.state_path is None or not _is_main():
+            return
+        atomic_torch_save(self.state_path, {
+            "format": STATE_FORMAT, "key": self.key, "run": sha256_json(self.run_key), "epoch": epoch,
+            "epochs": self.cfg.epochs, "finished": finished, "model": self._saved_state_dict(),
+            "optimizer": optimizer.state_dict(), "history": history,
+        })
+
+    def _load_model_state(self, sd: dict[str, torch.Tensor]) -> None:
+        expected = set(self.model.state_dict()) - self._frozen_keys()
+        if set(sd) != expected:
+            missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
+            raise BenchError(f"{self.state_path} does not match the model (missing {missing[:3]}, unexpected {extra[:3]})",
+                             f"delete {self.state_path.parent} to start over")
+        self.model.load_state_dict(sd, strict=False)  # exactly the non-frozen keys, checked above
+
+    # ---- loop --------------------------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        if env_is_distributed():
+            _, device = init_distributed(self.ctx.device.type)
+            return device
+        return self.ctx.device
+
+    def fit(self) -> FitResult:
+        from tqdm.auto import tqdm
+
+        t_start = time.time()
+        device = self._device()
+        rank, world = _world()
+        cfg = self.cfg
+        if cfg.batch_size % world:
+            raise BenchError(f"batch size {cfg.batch_size} is not divisible by the {world} processes",
+                             f"use a multiple of {world} (--set batch_size=...) or another number of GPUs")
+        per_rank = cfg.batch_size // world
+        model = self.model.to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and world > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        optimizer = torch.optim.SGD(
+            [{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay, "name": g.name} for g in self.groups],
+            lr=self.groups[0].lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        )
+        history: list[dict[str, Any]] = []
+        start, resumed_from = 0, None
+        state = self._read_state()
+        if state is not None:
+            self._check_state(state)
+            if self.resume or state.get("finished"):
+                if self.resume:
+                    self._load_model_state(state["model"])
+                    optimizer.load_state_dict(state["optimizer"])
+                    history = list(state["history"])
+                    start = resumed_from = int(state["epoch"])
+                # a finished run without --resume starts over (a deliberate re-run)
+        elif self.resume and self.state_path is None:
+            raise BenchError("--resume needs a work directory", "pass --work-dir DIR (the one the interrupted run used)")
+        model.to(device)
+        train_model: nn.Module = model
+        if world > 1:
+            kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+            train_model = nn.parallel.DistributedDataParallel(model, **kw)
+        writer = self._writer()
+        ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        n = len(self.train_set)
+        usable = n - n % world
+        skipped = 0
+        base_lrs = [g.lr for g in self.groups]
+        for epoch in range(start, cfg.epochs):
+            t0 = time.time()
+            lrs = {}
+            for pg, base, g in zip(optimizer.param_groups, base_lrs, self.groups):
+                pg["lr"] = lr_at(base, epoch, cfg.milestones, cfg.gamma)
+                lrs[g.name] = pg["lr"]
+            seed_everything(epoch_seed(self.ctx.seed, epoch, rank))
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.ctx.seed, epoch)))
+            shard = perm[:usable][rank::world].tolist()
+            loader = DataLoader(Subset(self.train_set, shard), batch_size=per_rank, shuffle=False,
+                                num_workers=self.ctx.workers, pin_memory=device.type == "cuda", drop_last=False)
+            train_model.train()
+            for m in self.frozen:
+                m.eval()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            count = 0
+            bar = tqdm(loader, desc=f"{self.desc} {epoch + 1}/{cfg.epochs}", disable=not (self.ctx.progress and rank == 0),
+                       leave=False)
+            for x, y, _ in bar:
+                if x.shape[0] < 2:  # BatchNorm in train mode cannot normalise one sample; same on every rank
+                    skipped += 1
+                    continue
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    x = x.to(memory_format=torch.channels_last)
+                with _autocast(device):
+                    logits = train_model(x)
+                loss = ce(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach().double() * x.shape[0]
+                count += x.shape[0]
+                if rank == 0 and self.ctx.progress and count % (20 * per_rank) < x.shape[0]:
+                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # a GPU sync: only every 20 steps
+            stats = torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)])
+            if world > 1:
+                dist.all_reduce(stats)
+            mean_loss = float(stats[0] / stats[1]) if stats[1] > 0 else float("nan")
+            if count and not math.isfinite(mean_loss):
+                raise BenchError(f"training diverged: the loss is {mean_loss} in epoch {epoch + 1}",
+                                 "lower the learning rate (--set lr...=...) or check the checkpoint and the data")
+            entry: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lrs, "samples": int(stats[1]),
+                                     "seconds": round(time.time() - t0, 3)}
+            last = epoch + 1 == cfg.epochs
+            if self.eval_set is not None and (last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)):
+                entry.update(self._evaluate(model, device, f"eval {epoch + 1}/{cfg.epochs}"))
+            history.append(entry)
+            writer = self._log(writer, entry)
+            if last or (cfg.save_every > 0 and (epoch + 1) % cfg.save_every == 0):
+                self._write_state(optimizer, epoch + 1, history, finished=last)
+            if world > 1:
+                dist.barrier()
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch + 1)
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        if cfg.epochs == 0 and self.eval_set is not None:  # nothing to train: score the initial model
+            history = [{"epoch": 0, "loss": None, "lr": {}, "samples": 0, "seconds": 0.0,
+                        **self._evaluate(model, device, "eval")}]
+        evaluated = [h for h in history if "top1" in h]
+        final = {k: evaluated[-1][k] for k in ("epoch", "top1", "top5")} if evaluated else {}
+        best_entry = max(evaluated, key=lambda h: (h["top1"], -h["epoch"])) if evaluated else None
+        best = {k: best_entry[k] for k in ("epoch", "top1", "top5")} if best_entry else {}
+        return FitResult(history=history, final=final, best=best, evaluated_epochs=[h["epoch"] for h in evaluated],
+                         resumed_from_epoch=resumed_from, world_size=world, per_rank_batch=per_rank,
+                         amp="bf16" if device.type == "cuda" else None, seconds=time.time() - t_start,
+                         skipped_batches=skipped)
+
+    def _evaluate(self, model: nn.Module, device: torch.device, desc: str) -> dict[str, float]:
+        bs = self.eval_batch_size or self.ctx.batch_size or (256 if device.type == "cuda" else 64)
+        r = evaluate_model(model, self.eval_set, device, batch_size=bs, workers=self.ctx.workers,
+                           progress=self.ctx.progress, desc=desc)
+        return {"top1": r["top1"], "top5": r["top5"], "eval_n": r["n"]}
+
+    @staticmethod
+    def _log(writer, entry: dict[str, Any]):
+        """TensorBoard scalars of one epoch; a logging failure disables logging, it never ends a long run."""
+        if writer is None:
+            return None
+        try:
+            step = entry["epoch"]
+            writer.add_scalar("train/loss", entry["loss"], step)
+            for name, v in entry["lr"].items():
+                writer.add_scalar(f"lr/{name}", v, step)
+            for k in ("top1", "top5"):
+                if k in entry:
+                    writer.add_scalar(f"eval/{k}", entry[k], step)
+            writer.flush()
+            return writer
+        except Exception as e:  # e.g. the log directory was removed or the disk is full
+            import sys
+
+            print(f"warning: TensorBoard logging stopped ({type(e).__name__}: {e})", file=sys.stderr)
+            with contextlib.suppress(Exception):
+                writer.close()
+            return None
+
+    def _writer(self):
+        if self.log_dir is None or not _is_main():
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # pragma: no cover - tensorboard is a dependency, but optional at run time
+            return None
+        return SummaryWriter(str(self.log_dir))
+
+
+# ---- linear head on cached features -----------------------------------------------------------------------
+
+@dataclass
+class LinearFit:
+    weight: torch.Tensor  # [C, D] in the raw feature space (normalisation folded in)
+    bias: torch.Tensor  # [C]
+    history: list[dict[str, Any]]
+    final: dict[str, Any]
+    best: dict[str, Any]
+    evaluated_epochs: list[int]
+    seconds: float
+
+
+def fit_linear_on_features(
+    x_train: np.ndarray | torch.Tensor, y_train: np.ndarray | torch.Tensor,
+    x_eval: np.ndarray | torch.Tensor | None, y_eval: np.ndarray | torch.Tensor | None, *,
+    num_classes: int, epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+    optimizer: str = "adamw", momentum: float = 0.9, schedule: str = "cosine", feature_norm: str = "standardize",
+    eval_every: int = 1, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
+) -> LinearFit:
+    """Softmax regression ``W x + b`` on features with mini-batch AdamW/SGD, evaluated on ``(x_eval, y_eval)``.
+
+    ``feature_norm="standardize"`` trains on per-dimension standardised features (train mean/std); the returned
+    weight and bias are folded back so that they apply to raw features: ``W' = W / s``, ``b' = b - W' mu``.
+    Zero-initialised, the data order seeded by ``seed``; ``schedule`` is ``cosine`` (per step, to 0) or ``constant``.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    device = torch.device(device)
+    x = torch.as_tensor(x_train).float().to(device)
+    y = torch.as_tensor(y_train).long().to(device)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError("x_train must be [N, D] and y_train [N]")
+    if x.shape[0] == 0:
+        raise BenchError("no training features", "check the train split of the dataset")
+    if feature_norm == "standardize":
+        mu = x.mean(0)
+        sd = x.std(0, unbiased=False).clamp_min(1e-6)
+    elif feature_norm == "none":
+        mu = torch.zeros(x.shape[1], device=device)
+        sd = torch.ones(x.shape[1], device=device)
+    else:
+        raise BenchError(f"feature_norm={feature_norm!r} is unknown", "use standardize or none")
+    x.sub_(mu).div_(sd)
+    xe = ye = None
+    if x_eval is not None:
+        xe = ((torch.as_tensor(x_eval).float().to(device) - mu) / sd)
+        ye = torch.as_tensor(y_eval).long().to(device)
+    lin = nn.Linear(x.shape[1], num_classes).to(device)
+    nn.init.zeros_(lin.weight)
+    nn.init.zeros_(lin.bias)
+    if optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(lin.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        raise BenchError(f"optimizer={optimizer!r} is unknown", "use adamw or sgd")
+    if schedule not in ("cosine", "constant"):
+        raise BenchError(f"schedule={schedule!r} is unknown", "use cosine or constant")
+    n = x.shape[0]
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    total = max(1, epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(int(seed))
+    history: list[dict[str, Any]] = []
+    step = 0
+
+    def scores(xs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([lin(xs[i:i + 65536]) for i in range(0, xs.shape[0], 65536)]).float()
+
+    for epoch in tqdm(range(epochs), desc="linear head", disable=not progress, leave=False):
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = 0.0
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            cur = lr * (0.5 * (1 + math.cos(math.pi * step / total)) if schedule == "cosine" else 1.0)
+            for pg in opt.param_groups:
+                pg["lr"] = cur
+            loss = nn.functional.cross_entropy(lin(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * idx.numel()
+            step += 1
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / n}
+        if not math.isfinite(entry["loss"]):
+            raise BenchError(f"linear head diverged (loss {entry['loss']}) in epoch {epoch + 1}", "lower --set lr=...")
+        if xe is not None and (epoch + 1 == epochs or (eval_every > 0 and (epoch + 1) % eval_every == 0)):
+            entry.update(topk_accuracy(scores(xe), ye, (1, 5)))
+        history.append(entry)
+    if epochs == 0 and xe is not None:
+        history.append({"epoch": 0, "loss": None, **topk_accuracy(scores(xe), ye, (1, 5))})
+    evaluated = [h for h in history if "top1" in h]
+    final = {k: evaluated[-1][k] for k in ("epoch", "top1", "top5")} if evaluated else {}
+    b_entry = max(evaluated, key=lambda h: (h["top1"], -h["epoch"])) if evaluated else None
+    best = {k: b_entry[k] for k in ("epoch", "top1", "top5")} if b_entry else {}
+    with torch.no_grad():
+        w_raw = lin.weight / sd
+        b_raw = lin.bias - w_raw @ mu
+    return LinearFit(weight=w_raw.cpu(), bias=b_raw.cpu(), history=history, final=final, best=best,
+                     evaluated_epochs=[h["epoch"] for h in evaluated], seconds=time.time() - t0)

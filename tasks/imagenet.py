@@ -1,0 +1,533 @@
+"""ImageNet tasks: 1% / 10% semi-supervised finetuning, the linear probe, and scoring a checkpoint's own classifier.
+
+Tasks and protocols (``mopro-bench tasks`` lists them with their versions):
+
+* ``imagenet_1pct`` / ``imagenet_10pct`` -- finetune every layer on a labelled 1% / 10% of ImageNet train, report
+  top-1/top-5 on the full val set after the last epoch (``top1``, ``top5``) and, labelled as such, the best evaluated
+  epoch (``best_top1``, ``details.best_epoch``).
+
+  - ``@mopro`` (default, MoPro paper sec. 4.3): SGD lr 0.005 for backbone and head, momentum 0.9, wd 0, batch 256,
+    40 epochs, lr x0.2 at epochs 20 and 30, RandomResizedCrop 224 + flip. The classifier starts from the checkpoint's
+    1000-way classifier when it is in the ImageNet class space (MoPro V1: WebVision-1000 = ImageNet classes in sorted
+    wnid order), else from a fresh one (normal(0, 0.01), bias 0); ``details.classifier_init`` says which.
+  - ``@swav`` (SwAV paper, app. A): the SimCLR subset lists (``--subset-file``), 20 epochs, lr x0.2 at 12 and 16,
+    wd 0, batch 256; backbone lr 0.02 / head lr 5 for 1%, 0.01 / 0.2 for 10%; a fresh classifier.
+
+  The labelled subset is the SimCLR list given with ``--subset-file`` (used exactly), else a seeded class-balanced
+  draw written next to the result (``<result>.subset.txt``); its hash goes into the result's ``data`` block.
+
+* ``imagenet_linear`` -- a linear classifier on the frozen backbone's pooled features.
+
+  - ``@moco`` (default, MoCo v1/v2's linear protocol): frozen backbone with BatchNorm in eval mode, SGD lr 30,
+    momentum 0.9, wd 0, batch 256, 100 epochs, lr x0.1 at 60 and 80, RandomResizedCrop 224 + flip.
+  - ``@fast``: features computed once (Resize 256 / CenterCrop 224, no augmentation) and cached, then a softmax
+    head trained on the cache (standardised features, AdamW, cosine schedule) -- minutes on a GPU. A different
+    protocol with its own numbers, not a stand-in for ``@moco``'s.
+
+  ``--save-head FILE`` writes the trained head (``mopro_bench.checkpoints.heads`` format) that ``imagenet_val``,
+  ``imagenet_r``, ``imagenet_a`` and ``imagenet_val_calibration`` accept with ``--head FILE``.
+
+* ``imagenet_val`` / ``webvision_val`` -- top-1/top-5 of the checkpoint's own classifier (or ``--head``'s, for
+  ImageNet) on ImageNet val / WebVision val, centre crop, as MoPro reports both.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision import transforms as T
+
+from mopro_bench.checkpoints import IMAGENET_COMPATIBLE, LoadedCheckpoint
+from mopro_bench.data.common import ImageList, eval_transform, normalize
+from mopro_bench.errors import BenchError
+from mopro_bench.features import checkpoint_identity, extract_features
+from mopro_bench.finetune import ParamGroup, SupervisedTrainer, TrainConfig, fit_linear_on_features
+from mopro_bench.io import sha256_lines
+from mopro_bench.metrics.classification import topk_accuracy
+from mopro_bench.registry import Protocol, RunContext, Task, TaskOutput
+from mopro_bench.subsets import LabelledSubset, resolve_subset
+
+NUM_CLASSES = 1000
+SELECTION_LAST = "last epoch (best epoch reported as best_top1)"
+HEAD_FIX = ("train a linear head with `mopro-bench eval --ckpt CKPT --task imagenet_linear@fast --data IMAGENET "
+            "--save-head head.pt`, then pass --head head.pt")
+UNITS = {"top1": "%", "top5": "%", "best_top1": "%"}
+
+
+def _definitions(what: str) -> dict[str, str]:
+    return {
+        "top1": f"top-1 accuracy (%) on the full ImageNet val set after the last epoch ({what})",
+        "top5": f"top-5 accuracy (%) on the full ImageNet val set after the last epoch ({what})",
+        "best_top1": "highest val top-1 (%) over the evaluated epochs (details.evaluated_epochs, every eval_every "
+                     "epochs and the last); the epoch is chosen on val itself, so it is optimistic -- the MoPro paper "
+                     "reports this number; details.best_epoch says which epoch",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------- protocols
+@dataclass(frozen=True)
+class SemiSupProtocol(Protocol):
+    """Finetune all layers on a labelled fraction of ImageNet train; score on the full val set."""
+
+    fraction: float = 0.01
+    subset_source: str = "file-or-seeded"  # "file" (SimCLR list required) | "seeded" | "file-or-seeded"
+    lr_backbone: float = 0.005
+    lr_head: float = 0.005
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 256  # global, over all GPUs; the lr is not scaled with the number of GPUs
+    epochs: int = 40
+    milestones: tuple[int, ...] = (20, 30)  # 0-based epochs from which lr *= gamma
+    gamma: float = 0.2
+    image_size: int = 224
+    resize: int = 256  # evaluation: Resize(resize) -> CenterCrop(image_size)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale range (ratio 3/4..4/3)
+    hflip: bool = True
+    classifier_init: str = "checkpoint-or-fresh"  # "checkpoint-or-fresh" | "fresh"
+    head_init_std: float = 0.01  # fresh head: weight ~ normal(0, std), bias 0
+    backbone_bn: str = "train"  # BatchNorm statistics are updated while finetuning
+    sync_bn: bool = False  # SyncBatchNorm across GPUs (no effect on one GPU)
+    label_smoothing: float = 0.0
+    eval_every: int = 0  # evaluate every N epochs (0 = after the last epoch only)
+    eval_rule: str = "last epoch; best evaluated epoch reported separately as best_top1"
+
+
+@dataclass(frozen=True)
+class LinearProtocol(Protocol):
+    """Linear classifier on the frozen backbone (BatchNorm in eval mode), trained on augmented images."""
+
+    lr: float = 30.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    epochs: int = 100
+    milestones: tuple[int, ...] = (60, 80)
+    gamma: float = 0.1
+    image_size: int = 224
+    resize: int = 256
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    hflip: bool = True
+    head_init_std: float = 0.01
+    backbone_bn: str = "eval"  # frozen backbone, BatchNorm running statistics not updated
+    eval_every: int = 0
+    eval_rule: str = "last epoch; best evaluated epoch reported separately as best_top1"
+
+
+@dataclass(frozen=True)
+class LinearFastProtocol(Protocol):
+    """Linear softmax head trained on cached centre-crop features (no augmentation)."""
+
+    image_size: int = 224
+    resize: int = 256
+    features: str = "pooled backbone output, BatchNorm eval, Resize(resize)+CenterCrop(image_size), cached"
+    feature_norm: str = "standardize"  # per-dimension train mean/std, folded into the saved head
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9  # used by optimizer=sgd only
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    epochs: int = 30
+    schedule: str = "cosine"  # per step, to 0
+    head_init: str = "zeros"
+    eval_every: int = 1  # cheap on cached features
+    eval_rule: str = "last epoch; best evaluated epoch reported separately as best_top1"
+
+
+@dataclass(frozen=True)
+class ValProtocol(Protocol):
+    """The checkpoint's own classifier scored on a val set with a centre crop."""
+
+    image_size: int = 224
+    resize: int = 256
+    class_spaces: tuple[str, ...] = IMAGENET_COMPATIBLE
+
+
+def _semisup(fraction: float) -> dict[str, SemiSupProtocol]:
+    pct = "1%" if fraction == 0.01 else "10%"
+    swav_lrs = (0.02, 5.0) if fraction == 0.01 else (0.01, 0.2)
+    return {
+        "mopro": SemiSupProtocol(
+            name="mopro", version="1",
+            description=f"finetune all layers on {pct} of ImageNet (MoPro): lr 0.005, 40 ep, x0.2 at 20/30, init from "
+                        "the checkpoint's ImageNet-space classifier when present",
+            fraction=fraction),
+        "swav": SemiSupProtocol(
+            name="swav", version="1",
+            description=f"finetune all layers on the SimCLR {pct} list (SwAV): lr {swav_lrs[0]} backbone / "
+                        f"{swav_lrs[1]:g} head, 20 ep, x0.2 at 12/16",
+            fraction=fraction, subset_source="file", lr_backbone=swav_lrs[0], lr_head=swav_lrs[1], epochs=20,
+            milestones=(12, 16), gamma=0.2, classifier_init="fresh", sync_bn=True),
+    }
+
+
+# -------------------------------------------------------------------------------------------------------------- helpers
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _imagenet_samples(root: Path, split: str) -> list[tuple[Path, int]]:
+    from mopro_bench.data.imagenet import ImageNetFolder
+
+    samples = ImageNetFolder(root).samples(split)
+    if not samples:
+        raise BenchError(f"ImageNet {split} split under {root} has no images",
+                         f"put the {split} images in {root}/{split}/<wnid>/ (`mopro-bench data check imagenet {root}`)")
+    return samples
+
+
+def _train_transform(p: SemiSupProtocol | LinearProtocol, ck: LoadedCheckpoint) -> T.Compose:
+    ops: list[Any] = [T.RandomResizedCrop(p.image_size, scale=tuple(p.crop_scale))]
+    if p.hflip:
+        ops.append(T.RandomHorizontalFlip())
+    return T.Compose([*ops, T.ToTensor(), normalize(ck.preprocess)])
+
+
+def _check_sizes(p: Any) -> None:
+    if p.image_size < 8 or p.resize < p.image_size:
+        raise BenchError(f"image_size={p.image_size}, resize={p.resize}: need image_size >= 8 and resize >= image_size",
+                         "e.g. --set image_size=224 resize=256")
+
+
+def _fresh_head(dim: int, std: float) -> nn.Linear:
+    head = nn.Linear(dim, NUM_CLASSES)
+    nn.init.normal_(head.weight, 0.0, std)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+class ClassifierNet(nn.Module):
+    """``head(backbone(x))``."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def _fit_summary(fit: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    if not fit.final:
+        raise BenchError("nothing was evaluated", "set epochs >= 0 with a val split present")
+    metrics = {"top1": fit.final["top1"], "top5": fit.final["top5"], "best_top1": fit.best["top1"]}
+    details = {"last_epoch": fit.final["epoch"], "best_epoch": fit.best["epoch"], "best_top5": fit.best["top5"],
+               "evaluated_epochs": fit.evaluated_epochs, "history": fit.history}
+    return metrics, details
+
+
+def _list_hash(samples: list[tuple[Path, int]], root: Path) -> str:
+    return sha256_lines([f"{_rel(p, root)} {y}" for p, y in samples])
+
+
+# ----------------------------------------------------------------------------------------------------- semi-supervised
+class _ImageNetSemiSup(Task):
+    data_kind = "imagenet"
+    default_protocol = "mopro"
+    metrics = ("top1", "top5", "best_top1")
+    options = ("subset_file", "resume")
+    fraction: ClassVar[float]
+
+    def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
+        p: SemiSupProtocol = protocol  # type: ignore[assignment]
+        _check_sizes(p)
+        root = Path(data_root)
+        train, val = _imagenet_samples(root, "train"), _imagenet_samples(root, "val")
+        subset = self._subset(p, train, ctx)
+        ck = model
+        backbone = copy.deepcopy(ck.backbone)
+        head, init_info = self._head(p, ck)
+        net = ClassifierNet(backbone, head)
+        train_items = [train[i] for i in subset.indices]
+        train_ds = ImageList([q for q, _ in train_items], [y for _, y in train_items], _train_transform(p, ck))
+        val_ds = ImageList([q for q, _ in val], [y for _, y in val], eval_transform(p.image_size, p.resize, ck.preprocess))
+        cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
+                          momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every, sync_bn=p.sync_bn,
+                          label_smoothing=p.label_smoothing)
+        groups = [ParamGroup("backbone", list(backbone.parameters()), p.lr_backbone, p.weight_decay),
+                  ParamGroup("head", list(head.parameters()), p.lr_head, p.weight_decay)]
+        run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
+                   "checkpoint": checkpoint_identity(ck, ctx.seed), "subset": subset.sha256,
+                   "val": _list_hash(val, root), "classifier_init": init_info["rule_applied"]}
+        trainer = SupervisedTrainer(net, groups, train_ds, val_ds, cfg, ctx, run_key=run_key,
+                                    resume=bool(ctx.option("resume", False)), desc=self.name,
+                                    log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
+        fit = trainer.fit()
+        metrics, details = _fit_summary(fit)
+        details.update({
+            "classifier_init": init_info, "subset_warnings": subset.warnings,
+            "world_size": fit.world_size, "per_rank_batch": fit.per_rank_batch, "amp": fit.amp,
+            "resumed_from_epoch": fit.resumed_from_epoch, "skipped_batches": fit.skipped_batches,
+            "train_images": len(train_items), "work_dir": str(ctx.work_dir) if ctx.work_dir else None,
+        })
+        data = {"train_list_sha256": _list_hash(train, root), "val_list_sha256": _list_hash(val, root),
+                "train_images_total": len(train), "val_images": len(val), **subset.record()}
+        artifacts = [subset.file] if subset.source == "seeded" and subset.file else []
+        return TaskOutput(metrics=metrics, details=details, selection=SELECTION_LAST, data=data, artifacts=artifacts,
+                          metric_units=dict(UNITS), metric_definitions=_definitions(
+                              "finetuned on the given subset list" if subset.source == "file"
+                              else f"finetuned on a class-balanced draw with seed {subset.seed}"))
+
+    def _subset(self, p: SemiSupProtocol, train: list[tuple[Path, int]], ctx: RunContext) -> LabelledSubset:
+        given = ctx.option("subset_file")
+        if p.subset_source not in ("file", "seeded", "file-or-seeded"):
+            raise BenchError(f"subset_source={p.subset_source!r} is unknown", "use file, seeded or file-or-seeded")
+        if p.subset_source == "file" and not given:
+            pct = f"{p.fraction * 100:g}percent.txt"
+            raise BenchError(
+                f"{self.name}@{p.name} trains on the SimCLR subset list, and no --subset-file was given",
+                f"pass --subset-file {pct} (google-research/simclr, imagenet_subsets/{pct}), "
+                "or --set subset_source=seeded for a seeded class-balanced draw (a different protocol id)",
+            )
+        if p.subset_source == "seeded" and given:
+            raise BenchError("--subset-file was given but this protocol draws its subset (subset_source=seeded)",
+                             "drop --subset-file, or use a protocol with subset_source=file-or-seeded")
+        save_to = ctx.artifact("subset.txt")
+        if save_to is None and ctx.work_dir is not None:
+            save_to = Path(ctx.work_dir) / "subset.txt"
+        return resolve_subset(train, p.fraction, subset_file=given, seed=ctx.seed, save_to=save_to)
+
+    @staticmethod
+    def _head(p: SemiSupProtocol, ck: LoadedCheckpoint) -> tuple[nn.Linear, dict[str, Any]]:
+        if p.classifier_init not in ("checkpoint-or-fresh", "fresh"):
+            raise BenchError(f"classifier_init={p.classifier_init!r} is unknown", "use checkpoint-or-fresh or fresh")
+        dim = ck.backbone.feature_dim
+        head_info = ck.heads.get("classifier")
+        if p.classifier_init == "checkpoint-or-fresh":
+            lin = ck.classifier(IMAGENET_COMPATIBLE)
+            if lin is not None and lin.in_features == dim and lin.out_features == NUM_CLASSES:
+                return copy.deepcopy(lin), {"rule": p.classifier_init, "rule_applied": "checkpoint",
+                                            "class_space": head_info.class_space if head_info else None,
+                                            "text": f"checkpoint's {head_info.class_space} classifier"}
+            why = ("the checkpoint has no classifier" if head_info is None else
+                   f"the checkpoint's classifier ({head_info.class_space}, {head_info.num_classes} classes) is not a "
+                   "1000-way ImageNet-space classifier for this backbone")
+        else:
+            why = "the protocol always starts from a fresh classifier"
+        return _fresh_head(dim, p.head_init_std), {"rule": p.classifier_init, "rule_applied": "fresh",
+                                                   "text": f"fresh normal(0, {p.head_init_std:g}), bias 0: {why}"}
+
+
+class ImageNet1Pct(_ImageNetSemiSup):
+    name = "imagenet_1pct"
+    description = "ImageNet 1% labels: finetune all layers, top-1/top-5 on the full val set"
+    fraction = 0.01
+    protocols = _semisup(0.01)
+
+
+class ImageNet10Pct(_ImageNetSemiSup):
+    name = "imagenet_10pct"
+    description = "ImageNet 10% labels: finetune all layers, top-1/top-5 on the full val set"
+    fraction = 0.1
+    protocols = _semisup(0.1)
+
+
+# ------------------------------------------------------------------------------------------------------- linear probe
+class ImageNetLinear(Task):
+    name = "imagenet_linear"
+    description = "linear classifier on the frozen backbone's pooled features, ImageNet val top-1/top-5"
+    data_kind = "imagenet"
+    protocols = {
+        "moco": LinearProtocol(
+            name="moco", version="1",
+            description="frozen backbone (BN eval), SGD lr 30, 100 ep, x0.1 at 60/80, RandomResizedCrop+flip (MoCo)"),
+        "fast": LinearFastProtocol(
+            name="fast", version="1",
+            description="softmax head on cached centre-crop features (standardised, AdamW 1e-3, 30 ep cosine); "
+                        "minutes on a GPU, not comparable to @moco"),
+    }
+    default_protocol = "moco"
+    metrics = ("top1", "top5", "best_top1")
+    options = ("save_head", "resume")
+
+    def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
+        _check_sizes(protocol)
+        root = Path(data_root)
+        train, val = _imagenet_samples(root, "train"), _imagenet_samples(root, "val")
+        if isinstance(protocol, LinearFastProtocol):
+            metrics, details, weight, bias = self._fast(protocol, model, root, train, val, ctx)
+        else:
+            metrics, details, weight, bias = self._moco(protocol, model, train, val, ctx)  # type: ignore[arg-type]
+        artifacts = []
+        if ctx.option("save_head"):
+            from mopro_bench.checkpoints.heads import save_head
+
+            path = save_head(ctx.option("save_head"), weight, bias, ck=model, class_space="imagenet1k",
+                             protocol=f"{self.name}@{protocol.name}",
+                             extra={"feature_norm": "none", "top1": metrics["top1"], "top5": metrics["top5"]})
+            artifacts.append(str(path))
+            details["head_file"] = str(path)
+        data = {"train_list_sha256": _list_hash(train, root), "val_list_sha256": _list_hash(val, root),
+                "train_images": len(train), "val_images": len(val)}
+        what = "linear head on the frozen backbone"
+        return TaskOutput(metrics=metrics, details=details, selection=SELECTION_LAST, data=data, artifacts=artifacts,
+                          metric_units=dict(UNITS), metric_definitions=_definitions(what))
+
+    def _moco(self, p: LinearProtocol, ck: LoadedCheckpoint, train, val, ctx: RunContext):
+        backbone = copy.deepcopy(ck.backbone)
+        for q in backbone.parameters():
+            q.requires_grad_(False)
+        head = _fresh_head(backbone.feature_dim, p.head_init_std)
+        net = ClassifierNet(backbone, head)
+        train_ds = ImageList([q for q, _ in train], [y for _, y in train], _train_transform(p, ck))
+        val_ds = ImageList([q for q, _ in val], [y for _, y in val], eval_transform(p.image_size, p.resize, ck.preprocess))
+        cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
+                          momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every)
+        run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
+                   "checkpoint": checkpoint_identity(ck, ctx.seed), "train": len(train), "val": len(val)}
+        trainer = SupervisedTrainer(net, [ParamGroup("head", list(head.parameters()), p.lr, p.weight_decay)], train_ds,
+                                    val_ds, cfg, ctx, run_key=run_key, frozen=[backbone],
+                                    resume=bool(ctx.option("resume", False)), desc=self.name,
+                                    log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
+        fit = trainer.fit()
+        metrics, details = _fit_summary(fit)
+        details.update({"world_size": fit.world_size, "per_rank_batch": fit.per_rank_batch, "amp": fit.amp,
+                        "resumed_from_epoch": fit.resumed_from_epoch, "skipped_batches": fit.skipped_batches,
+                        "work_dir": str(ctx.work_dir) if ctx.work_dir else None})
+        return metrics, details, head.weight.detach().cpu(), head.bias.detach().cpu()
+
+    def _fast(self, p: LinearFastProtocol, ck: LoadedCheckpoint, root: Path, train, val, ctx: RunContext):
+        t0 = time.time()
+        xtr = extract_features(ck, [q for q, _ in train], ctx, dataset_id="imagenet/train",
+                               rel_paths=[_rel(q, root) for q, _ in train], image_size=p.image_size, resize=p.resize,
+                               desc="features imagenet/train")
+        xva = extract_features(ck, [q for q, _ in val], ctx, dataset_id="imagenet/val",
+                               rel_paths=[_rel(q, root) for q, _ in val], image_size=p.image_size, resize=p.resize,
+                               desc="features imagenet/val")
+        t_feat = time.time() - t0
+        if p.head_init != "zeros":
+            raise BenchError(f"head_init={p.head_init!r} is unknown for @fast", "use zeros")
+        fit = fit_linear_on_features(
+            xtr, np.array([y for _, y in train]), xva, np.array([y for _, y in val]), num_classes=NUM_CLASSES,
+            epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay, optimizer=p.optimizer,
+            momentum=p.momentum, schedule=p.schedule, feature_norm=p.feature_norm, eval_every=p.eval_every,
+            seed=ctx.seed, device=ctx.device, progress=ctx.progress)
+        metrics, details = _fit_summary(fit)
+        details.update({"feature_seconds": round(t_feat, 3), "head_seconds": round(fit.seconds, 3),
+                        "feature_dim": int(xtr.shape[1]), "device": str(ctx.device)})
+        return metrics, details, fit.weight, fit.bias
+
+
+# ------------------------------------------------------------------------------------------------ classifier scoring
+def own_classifier(ck: LoadedCheckpoint, spaces: tuple[str, ...], task: str, fix: str) -> nn.Linear:
+    """The checkpoint's classifier if its class space is in ``spaces`` and it fits the backbone, else a BenchError."""
+    head = ck.heads.get("classifier")
+    if head is None:
+        raise BenchError(f"checkpoint {ck.name} has no classifier, and {task} scores the checkpoint's own classifier", fix)
+    lin = ck.classifier(spaces)
+    if lin is None:
+        raise BenchError(f"checkpoint {ck.name}'s classifier is in class space {head.class_space!r}; {task} needs one of "
+                         f"{', '.join(spaces)}", fix)
+    if lin.in_features != ck.backbone.feature_dim:
+        raise BenchError(f"checkpoint {ck.name}'s classifier expects {lin.in_features}-d features but the backbone gives "
+                         f"{ck.backbone.feature_dim}-d", fix)
+    return lin
+
+
+@torch.no_grad()
+def _score(lin: nn.Linear, feats: np.ndarray, labels: list[int]) -> dict[str, float]:
+    y = torch.as_tensor(labels, dtype=torch.long)
+    if len(y) and int(y.max()) >= lin.out_features:
+        raise BenchError(f"a val label ({int(y.max())}) is outside the classifier's {lin.out_features} classes",
+                         "use a classifier in the dataset's class space")
+    logits = lin(torch.from_numpy(np.ascontiguousarray(feats)).float())
+    if not torch.isfinite(logits).all():
+        raise BenchError("the classifier produced non-finite logits (NaN/inf)", "check the checkpoint's classifier head")
+    return topk_accuracy(logits, y, (1, 5))
+
+
+class ImageNetVal(Task):
+    name = "imagenet_val"
+    description = "top-1/top-5 of the checkpoint's own 1000-way classifier (or --head) on ImageNet val"
+    data_kind = "imagenet"
+    protocols = {"mopro": ValProtocol(name="mopro", version="1",
+                                      description="own ImageNet-space classifier, Resize 256 + CenterCrop 224")}
+    default_protocol = "mopro"
+    metrics = ("top1", "top5")
+    needs_classifier = True
+    options = ("head",)
+
+    def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
+        p: ValProtocol = protocol  # type: ignore[assignment]
+        _check_sizes(p)
+        if ctx.option("head"):
+            from mopro_bench.checkpoints.heads import attach_head
+
+            attach_head(model, ctx.option("head"))
+        lin = own_classifier(model, tuple(p.class_spaces), self.name, HEAD_FIX)
+        if lin.out_features != NUM_CLASSES:
+            raise BenchError(f"checkpoint {model.name}'s classifier has {lin.out_features} outputs, not 1000", HEAD_FIX)
+        root = Path(data_root)
+        val = _imagenet_samples(root, "val")
+        feats = extract_features(model, [q for q, _ in val], ctx, dataset_id="imagenet/val",
+                                 rel_paths=[_rel(q, root) for q, _ in val], image_size=p.image_size, resize=p.resize,
+                                 desc="features imagenet/val")
+        metrics = _score(lin, feats, [y for _, y in val])
+        head = model.heads["classifier"]
+        details = {"classifier": {"class_space": head.class_space, "source": model.meta.get("head_file") or "checkpoint"}}
+        return TaskOutput(metrics=metrics, details=details, selection="single evaluation (no selection)",
+                          data={"val_list_sha256": _list_hash(val, root), "val_images": len(val)},
+                          metric_units={"top1": "%", "top5": "%"},
+                          metric_definitions={"top1": "top-1 accuracy (%) of the classifier on ImageNet val, centre crop",
+                                              "top5": "top-5 accuracy (%) of the classifier on ImageNet val, centre crop"})
+
+
+class WebVisionVal(Task):
+    name = "webvision_val"
+    description = "top-1/top-5 of the checkpoint's own WebVision classifier on WebVision val (1000 or 5000 classes)"
+    data_kind = "webvision"
+    protocols = {"mopro": ValProtocol(name="mopro", version="1",
+                                      description="own WebVision-1000/5000 classifier, Resize 256 + CenterCrop 224",
+                                      class_spaces=("webvision1k", "imagenet1k", "webvision5k"))}
+    default_protocol = "mopro"
+    metrics = ("top1", "top5")
+    needs_classifier = True
+    options = ()
+
+    def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
+        from mopro_bench.data.webvision import WebVision
+
+        p: ValProtocol = protocol  # type: ignore[assignment]
+        _check_sizes(p)
+        fix = ("webvision_val scores a classifier trained on WebVision (e.g. by `mopro-bench pretrain`); for a backbone "
+               "without one, " + HEAD_FIX.replace("--head head.pt", "--head head.pt to imagenet_val"))
+        lin = own_classifier(model, tuple(p.class_spaces), self.name, fix)
+        head = model.heads["classifier"]
+        num_class = 5000 if head.class_space == "webvision5k" else NUM_CLASSES
+        if lin.out_features != num_class:
+            raise BenchError(f"checkpoint {model.name}'s {head.class_space} classifier has {lin.out_features} outputs, "
+                             f"not {num_class}", fix)
+        ds = WebVision(data_root, num_class=num_class)
+        val = ds.val_samples()
+        if not val:
+            raise BenchError(f"WebVision val under {data_root} has no images with label < {num_class}",
+                             f"`mopro-bench data check webvision {data_root}`")
+        feats = extract_features(model, [ds.path(r) for r, _ in val], ctx, dataset_id=f"webvision{num_class}/val",
+                                 rel_paths=[r for r, _ in val], image_size=p.image_size, resize=p.resize,
+                                 desc="features webvision/val")
+        metrics = _score(lin, feats, [y for _, y in val])
+        return TaskOutput(metrics=metrics, details={"classifier": {"class_space": head.class_space, "num_class": num_class}},
+                          selection="single evaluation (no selection)",
+                          data={"val_list_sha256": sha256_lines([f"{r} {y}" for r, y in val]), "val_images": len(val),
+                                "num_class": num_class},
+                          metric_units={"top1": "%", "top5": "%"},
+                          metric_definitions={"top1": f"top-1 accuracy (%) on WebVision val ({num_class} classes)",
+                                              "top5": f"top-5 accuracy (%) on WebVision val ({num_class} classes)"})
+
+
+IMAGENET_1PCT = ImageNet1Pct()
+IMAGENET_10PCT = ImageNet10Pct()
+IMAGENET_LINEAR = ImageNetLinear()
+IMAGENET_VAL = ImageNetVal()
+WEBVISION_VAL = WebVisionVal()
