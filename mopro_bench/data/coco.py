@@ -1,0 +1,51 @@
+"""COCO 2017 in detectron2's ``datasets/coco`` layout.
+
+    <root>/annotations/instances_{train,val}2017.json
+    <root>/{train,val}2017/<file_name>
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mopro_bench.errors import BenchError
+
+SPLITS = ("train", "val")
+OFFICIAL_SIZES = {"train": 118287, "val": 5000}
+
+
+def coco_files(root: str | Path, check: bool = True) -> dict[str, Path]:
+    """``{train_json, train_images, val_json, val_images}`` under ``root`` (checked to exist unless ``check=False``)."""
+    root = Path(root).expanduser()
+    files = {}
+    for s in SPLITS:
+        files[f"{s}_json"] = root / "annotations" / f"instances_{s}2017.json"
+        files[f"{s}_images"] = root / f"{s}2017"
+    if check:
+        if not root.is_dir():
+            raise BenchError(f"COCO root {root} does not exist",
+                             "pass the folder that holds annotations/, train2017/, val2017/ with --data")
+        for key, p in files.items():
+            if key.endswith("_json") and not p.is_file():
+                raise BenchError(f"COCO annotation file {p} is missing", f"extract annotations_trainval2017.zip into {root}")
+            if key.endswith("_images") and not p.is_dir():
+                raise BenchError(f"COCO image folder {p} is missing", f"extract {p.name}.zip into {root}")
+    return files
+
+
+def load_instances(path: str | Path) -> dict:
+    """Read an ``instances_*.json`` and check the keys everything downstream needs."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"COCO annotation file {path} is missing",
+                         "extract annotations_trainval2017.zip into the COCO root") from None
+    except json.JSONDecodeError as e:
+        raise BenchError(f"COCO annotation file {path} is not valid JSON ({e})",
+                         "re-extract annotations_trainval2017.zip") from None
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(obj.get(key), list):
+            raise BenchError(f"COCO annotation file {path} has no '{key}' list", "re-extract annotations_trainval2017.zip")
+    return obj
