@@ -1,8 +1,13 @@
 """ResNet backbones with torchvision's parameter names, and a width multiplier.
 
 ``build_backbone("resnet50", width=2)`` scales every stage's base channels (64·w, 128·w, 256·w, 512·w; Bottleneck
-expansion 4), like SimCLR's ResNet-50 (2x)/(4x) and MoPro's ``width`` option, so the pooled feature is 2048·w. With
-``width=1`` the module's ``state_dict`` keys and shapes are exactly torchvision's ResNet without ``fc``.
+expansion 4), like SimCLR's ResNet-50 (2x)/(4x), SwAV's RN50-w2/w4/w5 and MoPro's ``width`` option, so the pooled
+feature is 2048·w. With ``width=1`` the module's ``state_dict`` keys and shapes are exactly torchvision's ResNet
+without ``fc``.
+
+``stride_in_1x1=True`` puts a downsampling Bottleneck's stride on its first 1x1 convolution instead of the 3x3 one
+(the original MSRA/caffe ResNet, detectron2's ``RESNETS.STRIDE_IN_1X1``). Same parameter names and shapes, another
+function: checkpoints from detectron2's MSRA model zoo need it, torchvision-style ones must not use it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     "resnet101": (Bottleneck, (3, 4, 23, 3)),
     "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
-WIDTHS: dict[str, tuple[int, ...]] = {"resnet50": (1, 2, 4)}
+WIDTHS: dict[str, tuple[int, ...]] = {"resnet50": (1, 2, 4, 5)}  # 5: SwAV RN50-w5
 STAGES = ("res2", "res3", "res4", "res5")
 
 
@@ -48,7 +53,7 @@ def parse_arch(spec: str) -> tuple[str, int]:
 
 def check_arch(arch: str, width: int = 1) -> None:
     if arch not in ARCHS:
-        raise BenchError(f"unknown architecture {arch!r}", "use one of: " + ", ".join(ARCHS) + " (resnet50 also x2, x4)")
+        raise BenchError(f"unknown architecture {arch!r}", "use one of: " + ", ".join(ARCHS) + " (resnet50 also x2, x4, x5)")
     allowed = WIDTHS.get(arch, (1,))
     if width not in allowed:
         raise BenchError(f"{arch} has no width {width}", f"use width in {allowed}")
@@ -57,11 +62,12 @@ def check_arch(arch: str, width: int = 1) -> None:
 class Backbone(nn.Module):
     """ResNet trunk (conv1 .. layer4 + global average pool). ``forward`` returns the pooled [N, feature_dim] feature."""
 
-    def __init__(self, arch: str = "resnet50", width: int = 1):
+    def __init__(self, arch: str = "resnet50", width: int = 1, stride_in_1x1: bool = False):
         super().__init__()
         check_arch(arch, width)
         block, layers = ARCHS[arch]
         self.arch, self.width = arch, width
+        self.stride_in_1x1 = bool(stride_in_1x1) and block is Bottleneck
         base = 64 * width
         self.inplanes = base
         norm = nn.BatchNorm2d
@@ -83,6 +89,10 @@ class Backbone(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
         del self.inplanes
+        if self.stride_in_1x1:
+            for layer in (self.layer2, self.layer3, self.layer4):
+                first = layer[0]
+                first.conv1.stride, first.conv2.stride = first.conv2.stride, (1, 1)
 
     def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
@@ -95,6 +105,10 @@ class Backbone(nn.Module):
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
     @property
     def name(self) -> str:
@@ -115,8 +129,17 @@ class Backbone(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
-def build_backbone(arch: str = "resnet50", width: int = 1) -> Backbone:
-    return Backbone(arch, width)
+def build_backbone(arch: str = "resnet50", width: int = 1, *, stride_in_1x1: bool = False) -> Backbone:
+    return Backbone(arch, width, stride_in_1x1=stride_in_1x1)
+
+
+def arch_for_blocks(bottleneck: bool, blocks: tuple[int, ...]) -> str | None:
+    """The architecture with this block type and per-stage block counts, or None."""
+    block = Bottleneck if bottleneck else BasicBlock
+    for name, (b, layers) in ARCHS.items():
+        if b is block and tuple(layers) == tuple(blocks):
+            return name
+    return None
 
 
 def feature_dim(arch: str, width: int = 1) -> int:

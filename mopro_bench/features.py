@@ -25,10 +25,15 @@ from mopro_bench.registry import RunContext
 
 FEATURE_CACHE_VERSION = 1
 
+# process-wide counters of cache hits and misses (tasks record the change over a run; tests check a second run hits)
+CACHE_STATS = {"hits": 0, "misses": 0}
+
 
 def checkpoint_identity(ck: LoadedCheckpoint, seed: int) -> str:
-    """sha256 of the file; for ``random:`` baselines the spec and the seed that initialised it."""
-    return ck.sha256 if ck.sha256 else f"{ck.path}#seed={seed}"
+    """sha256 of the file (+ ``#network`` when a non-default network was selected, e.g. ``encoder_k``); for ``random:``
+    baselines the spec and the seed that initialised it."""
+    ident = getattr(ck, "identity", None) or ck.sha256
+    return ident if ident else f"{ck.path}#seed={seed}"
 
 
 def cache_key(ck: LoadedCheckpoint, dataset_id: str, rel_paths: Sequence[str], transform_id: str, seed: int) -> dict[str, Any]:
@@ -90,9 +95,11 @@ def extract_features(
         try:
             feats = np.load(npy)
             if feats.shape[0] == len(rel):
+                CACHE_STATS["hits"] += 1
                 return feats
         except (OSError, ValueError):
             pass  # unreadable cache entry: recompute and overwrite
+    CACHE_STATS["misses"] += 1
     t0 = time.time()
     ds = ImageList(paths, transform=eval_transform(image_size, resize, ck.preprocess))
     bs = ctx.batch_size or default_batch_size(ctx.device)

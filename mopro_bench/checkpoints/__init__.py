@@ -3,11 +3,18 @@
 Public API (used by every task)::
 
     ck = load_checkpoint("path/to/file.pth.tar")      # or "random:resnet50", "random:resnet50x2"
+    ck = load_checkpoint("moco.pth.tar", select="encoder_k")   # or the spec "moco.pth.tar#encoder_k"
     ck.backbone            # Backbone with 100% of its parameters and buffers loaded and shape-checked
     ck.heads               # {"classifier": Head(...), "projection": Head(...)}  (may be empty)
     ck.classifier()        # nn.Linear with the checkpoint's classifier, or None
     ck.sha256, ck.format, ck.arch, ck.width, ck.preprocess, ck.name, ck.path
     ck.record()            # the "checkpoint" block of a result record
+    ck.coverage            # what was loaded, filled (num_batches_tracked), kept as heads, ignored
+    ck.meta                # adapter, selected network, source metadata, warnings
+
+Files are read without executing code from them (:mod:`.safeload`), mapped by a named adapter (:mod:`.adapters`)
+and verified to cover 100% of the backbone's parameters and buffers (:mod:`.verify`); ``trust=True`` lifts the
+pickle restrictions for files the user trusts. Export: :mod:`.export` (torchvision) and :mod:`.detectron2`.
 """
 
 from __future__ import annotations
@@ -77,6 +84,19 @@ class LoadedCheckpoint:
                 lin.bias.copy_(b)
         return lin
 
+    @property
+    def select(self) -> str | None:
+        """The network taken from a file that holds several (``encoder_q``, ``teacher``, ...), else None."""
+        return self.meta.get("select")
+
+    @property
+    def identity(self) -> str | None:
+        """sha256 of the file, plus the selected network when it is not the file's default (feature-cache key)."""
+        if self.sha256 is None:
+            return None
+        sel, avail = self.meta.get("select"), self.meta.get("selectable") or []
+        return f"{self.sha256}#{sel}" if sel and avail and sel != avail[0] else self.sha256
+
     def record(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -92,12 +112,18 @@ class LoadedCheckpoint:
                 "channel_order": self.preprocess.channel_order,
                 "scale": self.preprocess.scale,
             },
+            "select": self.meta.get("select"),
+            "stride_in_1x1": bool(getattr(self.backbone, "stride_in_1x1", False)),
+            "coverage": {"loaded": self.coverage.get("loaded"), "expected": self.coverage.get("expected"),
+                         "filled": len(self.coverage.get("filled") or []), "derived": len(self.coverage.get("derived") or [])},
         }
 
 
 def load_random(spec: str, seed: int = 0) -> LoadedCheckpoint:
     """``random:ARCH`` -- an explicitly untrained baseline (torchvision init, seeded)."""
     arch, width = parse_arch(spec.split(":", 1)[1])
+    if not arch:
+        raise BenchError(f"{spec!r} names no architecture", "use e.g. random:resnet50 or random:resnet50x2")
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -106,23 +132,51 @@ def load_random(spec: str, seed: int = 0) -> LoadedCheckpoint:
         torch.random.set_rng_state(gen_state)
     return LoadedCheckpoint(
         backbone=bb, format="random", arch=arch, width=width, sha256=None, path=spec, name=spec,
-        coverage={"loaded": 0, "expected": len(bb.state_dict()), "note": "untrained (random init)"},
+        coverage={"loaded": 0, "expected": len(bb.state_dict()), "filled": [], "percent": 0.0,
+                  "parameter_count": bb.num_parameters, "note": f"untrained (torchvision init, seed {seed})"},
+        meta={"adapter": "random", "seed": seed, "select": None, "selectable": [], "warnings": []},
     )
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``FILE#SELECT`` -> (FILE, SELECT) when FILE exists and SELECT names a network; else (spec, None)."""
+    from mopro_bench.checkpoints.adapters import SELECT_NAMES
+
+    if "#" in spec and not Path(spec).exists():
+        head, _, tail = spec.rpartition("#")
+        if tail in SELECT_NAMES or "/" not in tail and Path(head).exists():
+            return head, tail
+    return spec, None
+
+
 def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = False, name: str | None = None,
-                    seed: int = 0) -> LoadedCheckpoint:
-    """Load ``spec`` (a file, or ``random:ARCH``) and verify the backbone. See :mod:`.adapters`."""
+                    seed: int = 0, select: str | None = None) -> LoadedCheckpoint:
+    """Load ``spec`` (a file, ``FILE#NETWORK``, or ``random:ARCH``) and verify the backbone. See :mod:`.adapters`.
+
+    ``select`` picks the network in files that hold several: ``encoder_q`` (default) / ``encoder_k`` for MoPro, MoCo
+    and PCL, ``base_encoder`` / ``momentum_encoder`` for MoCo v3, ``teacher`` (default) / ``student`` for DINO,
+    ``state_dict`` / ``state_dict_ema`` for timm. ``arch`` (e.g. ``resnet50x2``) is inferred when omitted and must
+    agree with the file when given."""
     spec = str(spec)
     if spec.startswith("random:"):
+        if select:
+            raise BenchError(f"--select {select} does not apply to {spec}", "drop --select")
         ck = load_random(spec, seed=seed)
+        if arch:
+            a, w = parse_arch(arch)
+            if (a, w) != (ck.arch, ck.width):
+                raise BenchError(f"--arch {arch} disagrees with {spec}", f"use random:{arch} or drop --arch")
     else:
         from mopro_bench.checkpoints.adapters import load_file
 
-        ck = load_file(Path(spec), arch=arch, trust=trust)
+        path, sel = split_spec(spec)
+        if sel and select and sel != select:
+            raise BenchError(f"{spec} selects {sel} but --select says {select}", "give the network once")
+        ck = load_file(Path(path), arch=arch, trust=trust, select=select or sel)
     if name:
         ck.name = name
     return ck
 
 
-__all__ = ["Head", "LoadedCheckpoint", "load_checkpoint", "CLASS_SPACES", "IMAGENET_COMPATIBLE", "BenchError"]
+__all__ = ["Head", "LoadedCheckpoint", "load_checkpoint", "split_spec", "CLASS_SPACES", "IMAGENET_COMPATIBLE",
+           "BenchError"]

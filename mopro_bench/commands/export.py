@@ -1,13 +1,55 @@
-"""`mopro-bench export`: export a checkpoint's backbone as a torchvision state dict or detectron2 pickle"""
+"""`mopro-bench export`: export a checkpoint's backbone as a torchvision state dict or detectron2 pickle."""
 
 from __future__ import annotations
 
-from mopro_bench.commands import not_ready
+from pathlib import Path
+
+from mopro_bench.commands.inspect import add_checkpoint_args, load_from_args
 
 HELP = "export a checkpoint's backbone as a torchvision state dict or detectron2 pickle"
+DESCRIPTION = """Load and verify a checkpoint (any supported layout), then write its backbone as
+`--format torchvision`: a bare state dict with torchvision.models.resnet* names (no fc unless --with-classifier), or
+`--format detectron2`: a .pkl {model: {stem.*, res2..res5.*: numpy}, __author__: "mopro-bench",
+matching_heuristics: True} plus the input preprocessing, which `mopro-bench` honours when it reads the file back.
+The detectron2 config values that match the checkpoint are printed."""
 
 
 def add_parser(sub, parents):
-    p = sub.add_parser("export", parents=parents, help=HELP, description=HELP)
-    p.set_defaults(func=not_ready("export", "issue 3"))
+    p = sub.add_parser("export", parents=parents, help=HELP, description=DESCRIPTION)
+    add_checkpoint_args(p)
+    p.add_argument("--format", required=True, choices=["torchvision", "detectron2"], help="output format")
+    p.add_argument("--out", required=True, help="output file (.pth for torchvision, .pkl for detectron2)")
+    p.add_argument("--with-classifier", action="store_true",
+                   help="torchvision: include the checkpoint's classifier as fc (loads strictly into torchvision)")
+    p.set_defaults(func=run)
     return p
+
+
+def run(args) -> int:
+    from mopro_bench.checkpoints.detectron2 import d2_pixel_config
+    from mopro_bench.checkpoints.export import export
+    from mopro_bench.errors import BenchError
+    from mopro_bench.io import sha256_file
+
+    out = Path(args.out)
+    if not args.ckpt.startswith("random:") and out.exists() and out.resolve() == Path(args.ckpt).resolve():
+        raise BenchError(f"--out {out} is the checkpoint being exported", "write to another file")
+    if out.is_dir():
+        raise BenchError(f"--out {out} is a directory", "give a file name, e.g. --out backbone.pkl")
+    ck = load_from_args(args)
+    export(ck, args.format, out, with_classifier=args.with_classifier)
+    n = len(ck.backbone.state_dict())
+    print(f"wrote {out} ({args.format}, {ck.arch} width {ck.width}, from {ck.format} {ck.name}, {n} backbone tensors)")
+    print(f"sha256 {sha256_file(out)}")
+    pre = ck.preprocess
+    if args.format == "detectron2":
+        cfg = d2_pixel_config(pre)
+        stride = bool(getattr(ck.backbone, "stride_in_1x1", False))
+        print("detectron2 config: " + " ".join(f"{k} {v}" for k, v in cfg.items())
+              + f" MODEL.RESNETS.STRIDE_IN_1X1 {stride} MODEL.RESNETS.DEPTH {ck.arch.replace('resnet', '')}"
+              + (f" MODEL.RESNETS.WIDTH_PER_GROUP {64 * ck.width} MODEL.RESNETS.RES2_OUT_CHANNELS "
+                 f"{ck.backbone.stage_channels['res2']}" if ck.width != 1 else ""))
+    elif (pre.channel_order, pre.scale) != ("RGB", 1.0):
+        print(f"note: this backbone expects {pre.channel_order} input in 0..{pre.scale:g} with mean {pre.mean} std {pre.std}; "
+              "a torchvision state dict does not record that")
+    return 0

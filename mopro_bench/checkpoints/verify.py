@@ -1,0 +1,159 @@
+"""Architecture inference from a trunk's shapes, and the 100%-coverage check before anything is loaded.
+
+After an adapter has mapped a file to torchvision names, :func:`build_verified` infers the architecture (block type
+from ``layer1.0.conv3``, depth from the block counts per stage, width from ``conv1``'s output channels), builds the
+backbone and requires every parameter and buffer to be present with the right shape and nothing else under the trunk's
+names. The one tolerated gap is ``num_batches_tracked`` missing from *every* BatchNorm (torchvision files saved before
+PyTorch 0.4.1): those counters only matter in training with ``momentum=None``, so they are filled with 0 and reported.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from mopro_bench.backbones import ARCHS, Backbone, arch_for_blocks, build_backbone, check_arch, parse_arch
+from mopro_bench.errors import BenchError
+
+TRUNK_ROOTS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
+VIT_MARKERS = ("cls_token", "pos_embed", "patch_embed.", "blocks.0.", "transformer.")
+
+
+def is_trunk_key(key: str) -> bool:
+    return key.split(".", 1)[0] in TRUNK_ROOTS
+
+
+def first(keys, n: int = 3) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
+
+
+def arch_name(arch: str, width: int) -> str:
+    return arch if width == 1 else f"{arch}x{width}"
+
+
+def describe_trunk(trunk: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Block type, per-stage block counts and width read from the keys and shapes."""
+    w = trunk.get("conv1.weight")
+    if w is None:
+        deep = [k for k in trunk if k.startswith("conv1.") and k[6:7].isdigit()]
+        if deep:
+            raise BenchError(f"the trunk has a deep stem ({first(deep)}): a ResNet-C/D variant (e.g. timm resnet50d), "
+                             "not the torchvision ResNet this suite evaluates", "use a torchvision-layout ResNet checkpoint")
+        raise BenchError("the trunk has no stem convolution conv1.weight", "pass a complete ResNet checkpoint")
+    if w.ndim != 4 or w.shape[1] != 3 or tuple(w.shape[2:]) != (7, 7) or w.shape[0] % 64:
+        raise BenchError(f"conv1.weight has shape {list(w.shape)}, not a torchvision ResNet stem [64*width, 3, 7, 7]",
+                         "use a torchvision-layout ResNet checkpoint")
+    counts = [0, 0, 0, 0]
+    for k in trunk:
+        m = _BLOCK.match(k)
+        if m:
+            s, i = int(m.group(1)) - 1, int(m.group(2))
+            counts[s] = max(counts[s], i + 1)
+    bottleneck = "layer1.0.conv3.weight" in trunk
+    return {"bottleneck": bottleneck, "blocks": tuple(counts), "width": int(w.shape[0]) // 64,
+            "arch": arch_for_blocks(bottleneck, tuple(counts))}
+
+
+def _nearest_arch(bottleneck: bool, blocks: tuple[int, ...]) -> str | None:
+    """The smallest supported arch of the same block type with at least ``blocks`` blocks per stage."""
+    cands = [(sum(layers), name) for name, (b, layers) in ARCHS.items()
+             if (b.expansion == 4) == bottleneck and all(x >= y for x, y in zip(layers, blocks))]
+    return min(cands)[1] if cands else None
+
+
+def resolve_arch(trunk: dict[str, torch.Tensor], arch: str | None, where: str) -> tuple[str, int, dict[str, Any]]:
+    """(arch, width, description) for ``trunk``; ``arch`` (user's ``--arch``) must agree with the file."""
+    d = describe_trunk(trunk)
+    kind = "Bottleneck" if d["bottleneck"] else "BasicBlock"
+    found = f"{kind} blocks {'-'.join(map(str, d['blocks']))}, conv1 {64 * d['width']} channels"
+    if arch:
+        want, want_w = parse_arch(arch)
+        check_arch(want, want_w)
+        if d["arch"] is not None and (d["arch"], d["width"]) != (want, want_w):
+            raise BenchError(f"--arch {arch_name(want, want_w)} disagrees with {where}: its trunk is "
+                             f"{arch_name(d['arch'], d['width'])} ({found})",
+                             f"drop --arch (it is inferred) or pass --arch {arch_name(d['arch'], d['width'])}")
+        if d["width"] != want_w:
+            raise BenchError(f"--arch {arch_name(want, want_w)} disagrees with {where}: conv1 has {64 * d['width']} channels "
+                             f"(width {d['width']})", "pass the file's width, e.g. --arch resnet50x2")
+        return want, want_w, d
+    name = d["arch"] or _nearest_arch(d["bottleneck"], d["blocks"])
+    if name is None:
+        raise BenchError(f"{where} has a ResNet trunk ({found}) that matches no supported architecture",
+                         "supported: " + ", ".join(ARCHS) + " (resnet50 also x2, x4, x5)")
+    if d["arch"] is None:
+        d["note"] = f"block counts {d['blocks']} match no architecture; checked against the nearest, {name}"
+    check_arch(name, d["width"])
+    return name, d["width"], d
+
+
+def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter: str, where: str,
+                   stride_in_1x1: bool = False, unplaced: list[str] | tuple[str, ...] = ()) -> tuple[Backbone, dict[str, Any]]:
+    """Build the backbone for ``trunk`` and load it after checking 100% coverage; returns (backbone, coverage).
+
+    ``unplaced``: the file's keys inside the selected network that the adapter could map neither to the trunk nor to a
+    known head; they count as unexpected."""
+    name, width, desc = resolve_arch(trunk, arch, where)
+    with torch.device("meta"):  # no initialisation work: every tensor is overwritten from the file
+        bb = build_backbone(name, width, stride_in_1x1=stride_in_1x1)
+    bb = bb.to_empty(device="cpu")
+    expected = bb.state_dict()
+    missing = [k for k in expected if k not in trunk]
+    unexpected = [k for k in trunk if k not in expected] + list(unplaced)
+    misshaped = [k for k in trunk if k in expected and tuple(trunk[k].shape) != tuple(expected[k].shape)]
+    nbt = [k for k in expected if k.endswith("num_batches_tracked")]
+    nbt_missing = [k for k in missing if k.endswith("num_batches_tracked")]
+    filled: list[str] = []
+    if nbt_missing and len(nbt_missing) == len(nbt):
+        filled = nbt_missing
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            real = [k for k in missing if not k.endswith("num_batches_tracked")] + \
+                   [k for k in missing if k.endswith("num_batches_tracked")]
+            parts.append(f"{len(missing)} missing ({first(real)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({first(unexpected)})")
+        if misshaped:
+            k = misshaped[0]
+            more = f" and {len(misshaped) - 1} more" if len(misshaped) > 1 else ""
+            parts.append(f"{len(misshaped)} mis-shaped ({k}: file {list(trunk[k].shape)} vs {list(expected[k].shape)}{more})")
+        raise BenchError(
+            f"{where} (adapter {adapter}) does not match {arch_name(name, width)}: " + ", ".join(parts)
+            + (f" [{desc['note']}]" if "note" in desc else ""),
+            "the file is incomplete (compare its sha256 with the published one) or holds another architecture; "
+            "it is never loaded partially",
+        )
+    full = dict(trunk)
+    for k in filled:
+        full[k] = torch.zeros((), dtype=torch.long)
+    nonfloat = [k for k, v in full.items() if expected[k].is_floating_point() and not v.is_floating_point()]
+    if nonfloat:
+        raise BenchError(f"{where} (adapter {adapter}): {first(nonfloat)} hold integers where weights are expected",
+                         "the file is not a trained ResNet checkpoint")
+    bb.load_state_dict(full, strict=True)
+    bb.eval()
+    nonfinite = [k for k, v in full.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in trunk.values() if v.is_floating_point()})
+    params = dict(bb.named_parameters())
+    coverage = {
+        "adapter": adapter,
+        "loaded": len(trunk),
+        "expected": len(expected),
+        "parameters": sum(1 for k in trunk if k in params),
+        "buffers": sum(1 for k in trunk if k not in params),
+        "parameter_count": sum(p.numel() for p in params.values()),
+        "filled": filled,
+        "percent": 100.0,
+        "file_dtypes": dtypes,
+        "nonfinite": nonfinite,
+        "architecture": {"arch": name, "width": width, "bottleneck": desc["bottleneck"], "blocks": list(desc["blocks"]),
+                         **({"note": desc["note"]} if "note" in desc else {})},
+    }
+    return bb, coverage
