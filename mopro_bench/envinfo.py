@@ -15,32 +15,61 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _direct_url(dist: str) -> dict[str, Any] | None:
+    """pip's record of where a distribution came from (VCS URL + commit, local path), if any."""
+    import json
+
+    try:
+        text = md.distribution(dist).read_text("direct_url.json")
+    except md.PackageNotFoundError:
+        return None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+INSTALL_HINT = "run `make setup-detection` (scripts/install_detectron2.sh)"
+
+
 def detectron2_status() -> dict[str, Any]:
-    """Which detectron2 is installed: the official build (compiled ops) or the registry's Python-only wheel."""
+    """Which detectron2 is installed: the official build (compiled ops) or the registry's Python-only wheel.
+
+    Keys: installed, importable, error, variant ("official" | "sal-detectron2" | "unknown"), version, commit (of an
+    official source build, when pip recorded it), source, compiled_ops, usable (coco_maskrcnn can run), note."""
+    base: dict[str, Any] = {"installed": False, "importable": False, "error": None, "variant": None, "version": None,
+                            "commit": None, "source": None, "compiled_ops": False, "usable": False}
     if importlib.util.find_spec("detectron2") is None:
-        return {"installed": False, "variant": None, "version": None, "compiled_ops": False,
-                "note": "not installed: coco_maskrcnn is unavailable (run `make setup-detection`)"}
+        return {**base, "note": f"not installed: coco_maskrcnn is unavailable ({INSTALL_HINT})"}
     sal = _version("sal-detectron2")
     official = _version("detectron2")
-    compiled = importlib.util.find_spec("detectron2._C") is not None
     if official:
-        variant, version = "official", official
+        variant, version, dist = "official", official, "detectron2"
     elif sal:
-        variant, version = "sal-detectron2 (registry wheel, Python part only)", sal
+        variant, version, dist = "sal-detectron2", sal, "sal-detectron2"
     else:
-        variant, version = "unknown distribution", None
-    note = ("compiled ops present: everything, including deformable conv and rotated boxes"
-            if compiled else
-            "no compiled ops (_C): standard Mask R-CNN R50-FPN trains and evaluates; deformable conv, rotated "
-            "boxes and detectron2's fast COCO eval are unavailable (pycocotools is used)")
+        variant, version, dist = "unknown", None, None
+    direct = _direct_url(dist) if dist else None
+    commit = ((direct or {}).get("vcs_info") or {}).get("commit_id")
+    source = (direct or {}).get("url")
     try:
-        import detectron2  # noqa: F401
+        import detectron2
 
         importable, err = True, None
+        version = version or getattr(detectron2, "__version__", None)
     except Exception as e:  # pragma: no cover - depends on the machine
         importable, err = False, f"{type(e).__name__}: {e}"
-    return {"installed": True, "importable": importable, "error": err, "variant": variant, "version": version,
-            "compiled_ops": compiled, "note": note}
+    compiled = importable and importlib.util.find_spec("detectron2._C") is not None
+    if not importable:
+        note = f"installed but not importable ({err}): coco_maskrcnn is unavailable; {INSTALL_HINT}"
+    elif compiled:
+        note = "compiled ops present: everything, including deformable conv and rotated boxes"
+    else:
+        note = ("registry wheel, Python part only (no compiled _C): Mask R-CNN R50-FPN (coco_maskrcnn) trains and "
+                "evaluates with torchvision's ops; deformable conv, rotated boxes and detectron2's C++ COCO eval are "
+                "unavailable (the suite scores with pycocotools anyway)")
+    return {**base, "installed": True, "importable": importable, "error": err, "variant": variant, "version": version,
+            "commit": commit, "source": source, "compiled_ops": compiled, "usable": importable, "note": note}
 
 
 def collect() -> dict[str, Any]:

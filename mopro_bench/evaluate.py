@@ -14,7 +14,7 @@ from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json
 from mopro_bench.registry import RunContext, get_task
 from mopro_bench.results import build_record, result_path, write_record
-from mopro_bench.runtime import seed_everything
+from mopro_bench.runtime import rank, seed_everything
 
 DEFAULT_RESULTS_DIR = Path("leaderboards/results")
 
@@ -43,6 +43,7 @@ def evaluate(
     work_dir: str | Path | None = None,
     progress: bool = True,
     trust: bool = False,
+    select: str | None = None,
 ) -> EvalOutcome:
     resolved = get_task(task_spec, overrides)
     task, protocol = resolved.task, resolved.protocol
@@ -57,7 +58,7 @@ def evaluate(
         raise BenchError(f"data root {data_root} does not exist",
                          f"pass the {task.data_kind} root with --data (`mopro-bench data check {task.data_kind} ROOT`)")
     t0 = time.time()
-    ck = ckpt if isinstance(ckpt, LoadedCheckpoint) else load_checkpoint(ckpt, trust=trust, name=name, seed=seed)
+    ck = ckpt if isinstance(ckpt, LoadedCheckpoint) else load_checkpoint(ckpt, trust=trust, name=name, seed=seed, select=select)
     if name:
         ck.name = name
     t_load = time.time() - t0
@@ -89,7 +90,8 @@ def evaluate(
         metric_units=output.metric_units,
         metric_definitions=output.metric_definitions,
     )
-    write_record(record, path)
-    if out:
-        atomic_write_json(out, record)
+    if rank() == 0:  # under torchrun every process runs the task; one writes the record
+        write_record(record, path)
+        if out:
+            atomic_write_json(out, record)
     return EvalOutcome(record, path)

@@ -32,6 +32,6 @@ def run(args) -> int:
         print(f"{'detectron2':<16} not installed")
     print(f"{'':<16} {d2['note']}")
     print(f"{'usable':<16} pretrain: yes ({'GPU' if info['cuda_available'] else 'CPU only'}); "
-          f"low-shot/ImageNet/robustness tasks: yes; coco_maskrcnn: {'yes' if d2['installed'] else 'no'}; "
+          f"low-shot/ImageNet/robustness tasks: yes; coco_maskrcnn: {'yes' if d2.get('usable', d2['installed']) else 'no'}; "
           f"multi-GPU: {'NCCL' if info['nccl_available'] and info['cuda_available'] else 'gloo (CPU) only'}")
     return 0

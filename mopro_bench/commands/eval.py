@@ -19,6 +19,8 @@ def add_parser(sub, parents):
                                                   "detectron2 .pkl, ...) or random:ARCH (e.g. random:resnet50)")
     p.add_argument("--task", required=True, help="TASK or TASK@PROTOCOL")
     p.add_argument("--data", required=True, help="dataset root in its official layout")
+    p.add_argument("--select", help="network to take from a file that holds several (encoder_q/encoder_k, teacher/student, "
+                                    "...); same as --ckpt FILE#NETWORK")
     p.add_argument("--name", help="display name of the checkpoint on leaderboards (default: file name)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a protocol constant (repeatable)")
     p.add_argument("--results-dir", default=str(DEFAULT_RESULTS_DIR), help="where result records go (default: %(default)s)")
@@ -36,6 +38,10 @@ def add_parser(sub, parents):
     g.add_argument("--subset-file", help="ImageNet semi-supervised: SimCLR-format subset list")
     g.add_argument("--save-head", help="imagenet_linear: write the trained head here")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from --work-dir")
+    g.add_argument("--num-gpus", type=int, help="detection: processes (GPUs) per machine (default: all visible GPUs)")
+    g.add_argument("--num-machines", type=int, help="detection: machines in a multi-machine run (default 1)")
+    g.add_argument("--machine-rank", type=int, help="detection: this machine's rank, 0..num-machines-1")
+    g.add_argument("--dist-url", help="detection: rendezvous of a multi-machine run, e.g. tcp://HOST0:PORT")
     p.set_defaults(func=run)
     return p
 
@@ -44,14 +50,20 @@ def run(args) -> int:
     options = {
         "splits": args.splits, "save_splits": args.save_splits, "solver": args.solver, "head": args.head,
         "subset_file": args.subset_file, "save_head": args.save_head, "resume": args.resume,
+        "num_gpus": args.num_gpus, "num_machines": args.num_machines, "machine_rank": args.machine_rank,
+        "dist_url": args.dist_url,
     }
     outcome = evaluate(
         args.ckpt, args.task, args.data, overrides=parse_set_args(args.set), device=resolve_device(args.device),
         seed=args.seed, workers=args.workers, cache_dir=args.cache_dir, results_dir=args.results_dir, out=args.out,
         options=options, name=args.name, batch_size=args.batch_size, work_dir=args.work_dir,
-        progress=not args.no_progress, trust=args.trust_checkpoint,
+        progress=not args.no_progress, trust=args.trust_checkpoint, select=args.select,
     )
     rec = outcome.record
+    from mopro_bench.runtime import rank
+
+    if rank() != 0:
+        return 0
     print(f"{rec['protocol']['id']}  {rec['checkpoint']['name']}  seed {rec['seed']}  ({rec['selection']})")
     for k, v in rec["metrics"].items():
         unit = rec.get("metric_units", {}).get(k, "")
