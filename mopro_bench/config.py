@@ -101,8 +101,11 @@ def field_names(obj: Any, prefix: str = "") -> list[str]:
     return names
 
 
-def apply_overrides(obj: Any, overrides: dict[str, Any], *, protected: tuple[str, ...] = ()) -> Any:
-    """Return a copy of dataclass ``obj`` with dotted ``overrides`` applied (type-checked)."""
+def apply_overrides(obj: Any, overrides: dict[str, Any], *, protected: tuple[str, ...] = (), prefix: str = "") -> Any:
+    """Return a copy of dataclass ``obj`` with dotted ``overrides`` applied (type-checked).
+
+    ``prefix`` (used for nested sections) makes error messages name the full dotted key.
+    """
     if not overrides:
         return obj
     hints_cache: dict[type, dict[str, Any]] = {}
@@ -119,8 +122,8 @@ def apply_overrides(obj: Any, overrides: dict[str, Any], *, protected: tuple[str
         head, _, rest = key.partition(".")
         if head not in known or head in protected:
             raise BenchError(
-                f"unknown setting {key!r}",
-                "use one of: " + ", ".join(n for n in field_names(obj) if n.split(".")[0] not in protected),
+                f"unknown setting {prefix + key!r}",
+                "use one of: " + ", ".join(prefix + n for n in field_names(obj) if n.split(".")[0] not in protected),
             )
         if rest:
             grouped.setdefault(head, {})[rest] = value
@@ -133,12 +136,12 @@ def apply_overrides(obj: Any, overrides: dict[str, Any], *, protected: tuple[str
         if dataclasses.is_dataclass(current):
             example = field_names(current, head + ".")[0]
             raise BenchError(f"--set {head} names a section", f"set one of its fields, e.g. {example}=...")
-        changes[head] = _coerce(value, th.get(head, Any), head)
+        changes[head] = _coerce(value, th.get(head, Any), prefix + head)
     for head, sub in grouped.items():
         current = getattr(obj, head)
         if not dataclasses.is_dataclass(current):
             raise BenchError(f"unknown setting {head}.{next(iter(sub))!r}", f"{head} has no sub-fields")
-        changes[head] = apply_overrides(current, sub)
+        changes[head] = apply_overrides(current, sub, prefix=f"{prefix}{head}.")
     return dataclasses.replace(obj, **changes)
 
 

@@ -1,0 +1,578 @@
+"""MoPro training: one code path for CPU, one GPU and torchrun (env://, DDP) on many GPUs and nodes.
+
+One optimizer step (:func:`mopro_step`), for the global batch of B images spread over W processes:
+
+1. query encoder on the weak view -> classifier logits, embedding q (under DDP: the wrapped encoder, grads synced);
+2. key encoder <- EMA of the query encoder (m = 0.999), then keys k of the strong view with *shuffled BN*: the key
+   images of all processes are gathered, permuted with a permutation drawn from ``(seed, step)`` (the same on every
+   process), process r encodes the r-th chunk, the keys are gathered and un-permuted. Inside a process, BatchNorm is
+   split into ``bn_splits`` contiguous groups (:class:`~mopro_bench.pretrain.model.SplitBatchNorm2d`), so the
+   statistics are those of ``W * bn_splits`` "virtual devices" whatever W is; on one process with ``bn_splits = G``
+   this is exactly MoCo's shuffle-BN on G devices (a key is never normalised with the statistics of the batch
+   its query saw);
+3. instance InfoNCE of q against k and the queue; prototype logits q . prototypes^T / T (prototypes before this
+   step's update);
+4. from ``start_clean_epoch`` on, noise cleaning (:mod:`~mopro_bench.pretrain.cleaning`) corrects labels and marks
+   OOD samples; before, every sample keeps its given label;
+5. the keys of the global batch are enqueued; the prototypes are updated with the kept embeddings of the global batch
+   (all_gather, batch order) -- :mod:`~mopro_bench.pretrain.prototypes`;
+6. loss = CE(classifier, label) + w_inst * InfoNCE + w_proto * CE(prototype logits, label) (the last from
+   ``proto_start_epoch`` on), the label terms over kept samples only; SGD step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from mopro_bench.pretrain import checkpoint as ckptlib
+from mopro_bench.pretrain.cleaning import clean_labels
+from mopro_bench.pretrain.config import PretrainConfig, from_dict, validate
+from mopro_bench.pretrain.data import GlobalBatchSampler, SeededDataset, TwoViews, derive_seed
+from mopro_bench.pretrain.losses import instance_logits, kept_cross_entropy, proto_logits
+from mopro_bench.pretrain.model import MoPro
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mopro_bench import __version__
+from mopro_bench.backbones import Preprocess
+from mopro_bench.config import apply_overrides
+from mopro_bench.data.common import ImageList, eval_transform
+from mopro_bench.errors import BenchError
+from mopro_bench.io import atomic_write_json
+from mopro_bench.runtime import all_gather_cat, cleanup_distributed, init_distributed, seed_everything
+
+STAT_KEYS = ("loss", "loss_inst", "loss_cls", "loss_proto", "acc_inst", "samples", "kept", "relabelled", "confident")
+STRUCTURAL = ("model.", "mopro.queue_size", "data.batch_size", "aug.image_size", "run.seed")
+FAULT_ENV = "MOPRO_BENCH_FAULT"  # tests: "kill@N" (SIGKILL after step N) or "term@N" (SIGTERM after step N)
+
+
+def lr_at(cfg: PretrainConfig, epoch: int) -> float:
+    """Learning rate of an epoch (set once per epoch, like the reference): step decay or cosine."""
+    base = cfg.effective_lr()
+    o = cfg.optim
+    if o.schedule == "cos":
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / o.epochs))
+    return base * (o.gamma ** sum(epoch >= m for m in o.milestones))
+
+
+def resolve_bn_splits(cfg: PretrainConfig, world: int, local_batch: int) -> int:
+    g = cfg.model.bn_splits
+    if g == 0:  # auto: the paper's 8 BN batches of B/8 images, but never fewer than 8 images per BN batch
+        g = max(1, 8 // world)
+        while g > 1 and (local_batch % g or local_batch // g < 8):
+            g -= 1
+        return g
+    if local_batch % g:
+        raise BenchError(f"model.bn_splits={g} does not divide the per-process batch {local_batch}",
+                         "choose bn_splits dividing data.batch_size / world_size (or 0 = auto)")
+    if local_batch // g < 2:
+        raise BenchError(f"model.bn_splits={g} leaves {local_batch // g} image(s) per BatchNorm group",
+                         "use fewer BN splits or a larger batch (BatchNorm needs at least 2 images)")
+    return g
+
+
+# ------------------------------------------------------------------------------------------------------------- step
+@dataclass
+class StepEnv:
+    """What a step needs besides model and batch."""
+
+    cfg: PretrainConfig
+    world: int = 1
+    rank: int = 0
+    amp_dtype: torch.dtype | None = None  # bf16 autocast on CUDA
+    channels_last: bool = False
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+@torch.no_grad()
+def shuffled_keys(model: MoPro, x_k: torch.Tensor, perm_seed: int, world: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys of this process's images and of the whole global batch, computed with shuffled BN (see module doc)."""
+    local = x_k.shape[0]
+    x_all = all_gather_cat(x_k)
+    perm = torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(perm_seed)).to(x_all.device)
+    mine = perm[rank * local:(rank + 1) * local]
+    _, k_part = model.encoder_k(x_all[mine])
+    k_shuffled = all_gather_cat(k_part.to(model.queue.dtype).contiguous())
+    k_all = torch.empty_like(k_shuffled)
+    k_all[perm] = k_shuffled
+    return k_all[rank * local:(rank + 1) * local], k_all
+
+
+def mopro_step(model: MoPro, q_net: nn.Module, optimizer: torch.optim.Optimizer, x_q: torch.Tensor, x_k: torch.Tensor,
+               target: torch.Tensor, *, epoch: int, step: int, env: StepEnv) -> torch.Tensor:
+    """One MoPro optimizer step. Returns the global statistics vector (see :data:`STAT_KEYS`), summed over the
+    global batch where they are counts, global means where they are losses."""
+    cfg, m = env.cfg, env.cfg.mopro
+    device = x_q.device
+    if env.channels_last:
+        x_q, x_k = x_q.contiguous(memory_format=torch.channels_last), x_k.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, env.amp_dtype):
+        cls_out, q = q_net(x_q)
+    dt = model.prototypes.dtype  # float32 (autocast outputs are cast back); float64 in the exactness tests
+    cls_out, q = cls_out.to(dt), q.to(dt)
+    with torch.no_grad():
+        model.momentum_update(m.moco_m)
+        with _autocast(device, env.amp_dtype):
+            k, k_all = shuffled_keys(model, x_k, derive_seed("shuffle", cfg.run.seed, step), env.world, env.rank)
+    queue = model.queue.clone().detach()
+    protos = model.prototypes.clone().detach()
+    logits_inst = instance_logits(q, k, queue, m.temperature)
+    loss_inst = F.cross_entropy(logits_inst, torch.zeros(q.shape[0], dtype=torch.long, device=device))
+    target = target.long()
+    logits_proto = proto_logits(q, protos, m.temperature, target if m.mask_unseen_protos else None)
+    if epoch >= m.start_clean_epoch:
+        cr = clean_labels(cls_out.detach(), logits_proto.detach(), target, alpha=m.alpha, threshold=m.pseudo_th,
+                          num_class=cfg.model.num_class)
+        tgt, keep, relab, conf = cr.target, cr.kept, cr.relabelled, cr.confident
+    else:
+        tgt, keep = target, torch.ones_like(target, dtype=torch.bool)
+        relab = conf = torch.zeros_like(keep)
+    # global batch, in batch order: features, labels, kept flags -> queue and prototypes
+    feats_all = all_gather_cat(q.detach())
+    tgt_all = all_gather_cat(tgt)
+    keep_all = all_gather_cat(keep.to(torch.uint8)).bool()
+    model.enqueue(k_all)
+    model.update_prototypes(feats_all[keep_all], tgt_all[keep_all], m.proto_m, m.proto_norm)
+    n_kept = int(keep_all.sum().item())
+    denom = max(n_kept, 1) / env.world
+    loss_cls = kept_cross_entropy(cls_out, tgt, keep, denom)
+    if epoch >= m.proto_start_epoch:
+        loss_proto = kept_cross_entropy(logits_proto, tgt, keep, denom)
+    else:
+        loss_proto = torch.zeros((), device=device)
+    loss = m.w_cls * loss_cls + m.w_inst * loss_inst + m.w_proto * loss_proto
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        w = float(env.world)
+        acc_inst = (logits_inst.argmax(1) == 0).float().sum()
+        stats = torch.stack([t.float() for t in (
+            loss.detach() / w, loss_inst.detach() / w, loss_cls.detach() / w, loss_proto.detach() / w, acc_inst,
+            torch.tensor(float(q.shape[0]), device=device), torch.zeros((), device=device), relab.sum(), conf.sum())])
+        if env.world > 1:
+            dist.all_reduce(stats)
+        stats[6] = n_kept
+    return stats
+
+
+# ------------------------------------------------------------------------------------------------------------- eval
+@torch.no_grad()
+def evaluate_classifier(model: MoPro, samples: list[tuple[Any, int]], image_size: int, pre: Preprocess, device: torch.device,
+                        batch_size: int, workers: int, world: int, rank: int, amp_dtype: torch.dtype | None,
+                        progress: bool = False, desc: str = "val") -> dict[str, float]:
+    """Top-1/top-5 of the query encoder's classifier and top-1 of the nearest prototype (sharded over processes)."""
+    from tqdm import tqdm
+
+    enc = model.encoder_q
+    was_training = enc.training
+    enc.eval()
+    shard = samples[rank::world]
+    ds = ImageList([p for p, _ in shard], [y for _, y in shard], eval_transform(image_size, pre=pre))
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+    counts = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, proto top1, n
+    protos = model.prototypes
+    unseen = (protos == 0).all(dim=1)[None, :]
+    for x, y, _ in tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        x, y = x.to(device, protos.dtype, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            logits, q = enc(x)
+        top5 = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
+        counts[0] += (top5[:, 0] == y).sum()
+        counts[1] += (top5 == y[:, None]).any(1).sum()
+        sims = (q.to(protos.dtype) @ protos.t()).masked_fill(unseen, float("-inf"))
+        counts[2] += (sims.argmax(1) == y).sum()
+        counts[3] += y.numel()
+    if world > 1:
+        dist.all_reduce(counts)
+    enc.train(was_training)
+    n = max(counts[3].item(), 1.0)
+    return {"top1": 100.0 * counts[0].item() / n, "top5": 100.0 * counts[1].item() / n,
+            "proto_top1": 100.0 * counts[2].item() / n, "images": int(counts[3].item())}
+
+
+# ------------------------------------------------------------------------------------------------------------ trainer
+def load_train_set(data_root: str | Path, cfg: PretrainConfig, annotation: str | None = None):
+    """The WebVision train set, with labels checked against ``model.num_class`` (never silently dropped)."""
+    from mopro_bench.data.webvision import MAX_CLASSES, WebVision
+
+    ds = WebVision(data_root, num_class=MAX_CLASSES, annotation=annotation or cfg.data.annotation)
+    samples = ds.train_samples()
+    top = max(y for _, y in samples)
+    if top >= cfg.model.num_class:
+        n_bad = sum(y >= cfg.model.num_class for _, y in samples)
+        raise BenchError(f"{n_bad} training label(s) are >= model.num_class={cfg.model.num_class} (largest {top})",
+                         f"use --set model.num_class={top + 1 if top >= 1000 else 1000} or a matching train list")
+    return ds, samples
+
+
+@dataclass
+class TrainResult:
+    status: str  # "done" | "preempted"
+    out: Path
+    epoch: int
+    step: int
+    checkpoint: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    is_main: bool = True
+
+
+class _StopFlag:
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame):  # signal handler: only set the flag; the loop saves at the end of the step
+        self.signum = signum
+
+
+class Trainer:
+    """``Trainer(overrides, data_root, out, ...).fit()``. Every process of a torchrun job runs the same code."""
+
+    def __init__(self, overrides: dict[str, Any] | None, data_root: str | Path, out: str | Path, *,
+                 device: str = "auto", workers: int = 0, resume: str | None = None, imagenet: str | None = None,
+                 progress: bool = True, base_config: PretrainConfig | None = None, extra_signals: tuple[int, ...] = ()):
+        self.info, self.device = init_distributed(device)
+        self.world, self.rank = self.info.world_size, self.info.rank
+        self.is_main = self.rank == 0
+        self.out = Path(out).expanduser()
+        self.data_root = Path(data_root).expanduser()
+        self.workers, self.progress = int(workers), bool(progress) and self.is_main
+        self.imagenet = imagenet
+        self.extra_signals = extra_signals
+        overrides = dict(overrides or {})
+        self.resume_path = ckptlib.find_resume(self.out, resume)
+        self.resume_obj = ckptlib.load_file(self.resume_path) if self.resume_path else None
+        if self.resume_obj is not None:
+            saved = from_dict(self.resume_obj["mopro_bench"]["config"])
+            for k, v in overrides.items():
+                if k.startswith(STRUCTURAL) and apply_overrides(saved, {k: v}) != saved:
+                    raise BenchError(f"--set {k} differs from the checkpoint being resumed ({self.resume_path.name})",
+                                     "resume with the same model, queue, batch, image size and seed, or start a new --out")
+            self.cfg = validate(apply_overrides(saved, overrides))
+        else:
+            if ckptlib.list_checkpoints(self.out) and resume is None:
+                raise BenchError(f"{self.out} already holds checkpoints",
+                                 "pass --resume auto to continue that run, or choose a new --out")
+            self.cfg = validate(apply_overrides(base_config or PretrainConfig(), overrides))
+        self._check_world()
+
+    # ---------------------------------------------------------------------------------------------- setup
+    def _check_world(self) -> None:
+        cfg = self.cfg
+        b = cfg.data.batch_size
+        if b % self.world:
+            raise BenchError(f"data.batch_size={b} (the global batch) is not divisible by {self.world} processes",
+                             f"use a batch size that is a multiple of {self.world}")
+        if cfg.mopro.queue_size % b:
+            raise BenchError(f"mopro.queue_size={cfg.mopro.queue_size} is not a multiple of the global batch {b}",
+                             "the queue is filled one whole batch at a time: choose queue_size = k * batch_size")
+        self.local_batch = b // self.world
+        self.bn_splits = resolve_bn_splits(cfg, self.world, self.local_batch)
+
+    def _log(self, msg: str) -> None:
+        if self.is_main:
+            print(msg, flush=True)
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        dev = self.device
+        self.train_ds, samples = load_train_set(self.data_root, cfg)
+        from mopro_bench.data.webvision import WebVisionTrain
+
+        if len(samples) < cfg.data.batch_size:
+            raise BenchError(f"{len(samples)} training images are fewer than one global batch ({cfg.data.batch_size})",
+                             "use a smaller --set data.batch_size (and queue_size a multiple of it)")
+        self.num_train = len(samples)
+        self.dataset = SeededDataset(WebVisionTrain(self.train_ds, TwoViews(cfg.aug)), cfg.run.seed)
+        self.sampler = GlobalBatchSampler(self.num_train, cfg.data.batch_size, self.rank, self.world, cfg.run.seed)
+        self.val_samples = [(self.train_ds.path(r), y) for r, y in self.train_ds.val_samples() if y < cfg.model.num_class]
+        if cfg.data.max_val_images:
+            self.val_samples = self.val_samples[:cfg.data.max_val_images]
+        self.imagenet_samples: list[tuple[Any, int]] = []
+        if self.imagenet:
+            from mopro_bench.data.imagenet import ImageNetFolder
+
+            self.imagenet_samples = ImageNetFolder(self.imagenet).samples("val")
+            if cfg.data.max_val_images:
+                self.imagenet_samples = self.imagenet_samples[:cfg.data.max_val_images]
+
+        seed_everything(cfg.run.seed)
+        m = cfg.model
+        self.model = MoPro(m.arch, m.width, m.num_class, m.low_dim, cfg.mopro.queue_size)
+        self.model.set_bn_splits(self.bn_splits)
+        cuda = dev.type == "cuda"
+        self.channels_last = cuda and cfg.run.channels_last
+        self.model.to(dev)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        prec = cfg.run.precision
+        if prec == "bf16" and not (cuda or dev.type == "cpu"):
+            raise BenchError("run.precision=bf16 needs a CUDA device or the CPU", "use run.precision=fp32")
+        self.amp_dtype = torch.bfloat16 if (prec == "bf16" or (prec == "auto" and cuda)) else None
+        if prec == "fp64":
+            self.model.double()
+        if self.world > 1:  # identical start on every process
+            for t in self.model.state_dict().values():
+                dist.broadcast(t, 0)
+        if cfg.run.compile:
+            self.model.encoder_q.compile()
+        if self.world > 1:
+            self.q_net: nn.Module = nn.parallel.DistributedDataParallel(
+                self.model.encoder_q, device_ids=[dev.index] if cuda else None, broadcast_buffers=False)
+        else:
+            self.q_net = self.model.encoder_q
+        opt_kw: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
+        self.optimizer = torch.optim.SGD(self.model.encoder_q.parameters(), lr=lr_at(cfg, 0), momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay, **opt_kw)
+        self.env = StepEnv(cfg, self.world, self.rank, self.amp_dtype, self.channels_last)
+        self.pre = Preprocess(mean=tuple(cfg.aug.mean), std=tuple(cfg.aug.std))
+
+    # ------------------------------------------------------------------------------------------ checkpoint
+    def _state(self, epoch_done: int, sampler_epoch: int, sampler_batch: int) -> dict[str, Any]:
+        cfg, m = self.cfg, self.cfg.model
+        return {
+            "mopro_bench": {"kind": "pretrain", "version": ckptlib.FORMAT_VERSION, "arch": m.arch, "width": m.width,
+                            "num_class": m.num_class, "low_dim": m.low_dim, "class_space": m.class_space,
+                            "config": cfg.to_dict(), "suite_version": __version__, "world_size": self.world,
+                            "bn_splits": self.bn_splits},
+            "epoch": epoch_done,
+            "arch": self.model.encoder_q.name,
+            "state_dict": {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"name": cfg.optim.schedule, "epoch": sampler_epoch,
+                          "lr": lr_at(cfg, min(sampler_epoch, cfg.optim.epochs - 1))},
+            "step": self.global_step,
+            "rng": ckptlib.capture_rng(),
+            "sampler": {"epoch": sampler_epoch, "batch": sampler_batch, "seed": cfg.run.seed,
+                        "global_batch": cfg.data.batch_size, "num_samples": self.num_train},
+            "epoch_stats": [float(v) for v in self.epoch_stats.tolist()],
+            "metrics": dict(self.last_metrics),
+        }
+
+    def _save(self, epoch_done: int, sampler_epoch: int, sampler_batch: int) -> Path | None:
+        path = None
+        if self.is_main:
+            state = self._state(epoch_done, sampler_epoch, sampler_batch)
+            path = ckptlib.save_checkpoint(self.out, state, self.cfg.ckpt.keep_last)
+        if self.world > 1:
+            dist.barrier()
+        return path or self.out / ckptlib.checkpoint_name(self.global_step)
+
+    def _restore(self, obj: dict[str, Any]) -> tuple[int, int]:
+        smp = obj["sampler"]
+        if smp["num_samples"] != self.num_train:
+            raise BenchError(f"the checkpoint was trained on {smp['num_samples']} images, the data now has {self.num_train}",
+                             "resume with the same --data (and annotation) or start a new --out")
+        self.model.load_state_dict(obj["state_dict"])
+        self.optimizer.load_state_dict(obj["optimizer"])
+        self.global_step = int(obj["step"])
+        self.epoch_stats = torch.tensor(obj.get("epoch_stats") or [0.0] * len(STAT_KEYS), dtype=torch.float64)
+        self.last_metrics = dict(obj.get("metrics") or {})
+        ckptlib.restore_rng(obj.get("rng") or {})
+        return int(smp["epoch"]), int(smp["batch"])
+
+    # ------------------------------------------------------------------------------------------------ logs
+    def _open_logs(self) -> None:
+        self.tb = None
+        self.history: list[dict[str, Any]] = []
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out / "config.json", self.cfg.to_dict())
+        log = self.out / "log.json"
+        if log.is_file() and self.resume_obj is not None:
+            self.history = [r for r in json.loads(log.read_text()) if r["epoch"] < int(self.resume_obj["epoch"])]
+        steps = self.out / "train_log.jsonl"
+        if steps.is_file():  # drop lines past the resumed step (they are redone)
+            keep = []
+            for line in steps.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.global_step:
+                        keep.append(line)
+                except (ValueError, KeyError):
+                    continue
+            steps.write_text("".join(line + "\n" for line in keep))
+        self.steps_fh = open(steps, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.global_step if self.global_step else None)
+        except Exception as e:  # pragma: no cover - tensorboard missing or broken
+            print(f"warning: no TensorBoard log ({type(e).__name__}: {e})", file=sys.stderr)
+
+    def _close_logs(self) -> None:
+        if self.is_main:
+            self.steps_fh.close()
+            if self.tb is not None:
+                self.tb.close()
+
+    def _epoch_record(self, epoch: int, lr: float, seconds: float, metrics: dict[str, Any]) -> dict[str, Any]:
+        s = dict(zip(STAT_KEYS, self.epoch_stats.tolist()))
+        n_steps = max(1, self.sampler.batches_per_epoch)
+        samples = max(1.0, s["samples"])
+        rec = {"epoch": epoch, "step": self.global_step, "lr": lr, "seconds": round(seconds, 3),
+               "loss": s["loss"] / n_steps, "loss_inst": s["loss_inst"] / n_steps, "loss_cls": s["loss_cls"] / n_steps,
+               "loss_proto": s["loss_proto"] / n_steps, "acc_inst": 100.0 * s["acc_inst"] / samples,
+               "cleaning": epoch >= self.cfg.mopro.start_clean_epoch, "samples": int(s["samples"]),
+               "relabelled": int(s["relabelled"]), "ood": int(s["samples"] - s["kept"]), "confident": int(s["confident"])}
+        rec.update(metrics)
+        return rec
+
+    # ------------------------------------------------------------------------------------------------- fit
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        self.global_step = 0
+        self.epoch_stats = torch.zeros(len(STAT_KEYS), dtype=torch.float64)
+        self.last_metrics: dict[str, Any] = {}
+        self._setup()
+        start_epoch, start_batch = 0, 0
+        if self.resume_obj is not None:
+            start_epoch, start_batch = self._restore(self.resume_obj)
+            self._log(f"resumed from {self.resume_path} (epoch {start_epoch}, batch {start_batch}, step {self.global_step})")
+        self._open_logs()
+        stop = _StopFlag()
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGUSR1, *self.extra_signals):
+                handlers[sig] = signal.signal(sig, stop)
+        fault = os.environ.get(FAULT_ENV, "")
+        fault_kind, _, fault_step = fault.partition("@")
+        if self.is_main and start_batch == 0 and start_epoch == 0:
+            self._log(f"MoPro pretraining: {cfg.model.arch} x{cfg.model.width}, {self.num_train} images, global batch "
+                      f"{cfg.data.batch_size} on {self.world} process(es) x {self.bn_splits} BN group(s), "
+                      f"{self.sampler.batches_per_epoch} steps/epoch, device {self.device}, "
+                      f"{'bf16' if self.amp_dtype else 'fp32'}")
+        result_status, ckpt_path = "done", None
+        try:
+            from tqdm import tqdm
+
+            epoch = start_epoch
+            for epoch in range(start_epoch, cfg.optim.epochs):
+                t0 = time.time()
+                lr = lr_at(cfg, epoch)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                if epoch != start_epoch or start_batch == 0:
+                    start_batch = 0
+                    self.epoch_stats.zero_()
+                self.sampler.set_epoch(epoch, start_batch)
+                loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=self.workers,
+                                    pin_memory=self.device.type == "cuda" and cfg.data.pin_memory,
+                                    persistent_workers=False)
+                batch_idx = start_batch
+                bar = tqdm(loader, total=len(self.sampler), desc=f"epoch {epoch}", disable=not self.progress,
+                           dynamic_ncols=True, leave=False)
+                for views, target, _ in bar:
+                    dt = self.model.queue.dtype
+                    x_q = views[0].to(self.device, dt, non_blocking=True)
+                    x_k = views[1].to(self.device, dt, non_blocking=True)
+                    target = target.to(self.device, non_blocking=True)
+                    stats = mopro_step(self.model, self.q_net, self.optimizer, x_q, x_k, target, epoch=epoch,
+                                       step=self.global_step, env=self.env)
+                    self.global_step += 1
+                    batch_idx += 1
+                    st = stats.double().cpu()
+                    self.epoch_stats += st
+                    if self.is_main and (self.global_step % max(1, cfg.run.log_every) == 0):
+                        rec = {"step": self.global_step, "epoch": epoch, "lr": lr,
+                               **{k: float(v) for k, v in zip(STAT_KEYS, st.tolist())}}
+                        self.steps_fh.write(json.dumps(rec) + "\n")
+                        self.steps_fh.flush()
+                        if self.tb is not None:
+                            for k in ("loss", "loss_inst", "loss_cls", "loss_proto"):
+                                self.tb.add_scalar(f"train/{k}", rec[k], self.global_step)
+                            self.tb.add_scalar("train/lr", lr, self.global_step)
+                        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.4g}")
+                    if fault_kind == "term" and str(self.global_step) == fault_step:
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    stop_now = self._agree_stop(stop)
+                    mid = batch_idx < self.sampler.batches_per_epoch
+                    if mid and (stop_now or (cfg.ckpt.every_steps and self.global_step % cfg.ckpt.every_steps == 0)):
+                        ckpt_path = self._save(epoch, epoch, batch_idx)
+                    if fault_kind == "kill" and str(self.global_step) == fault_step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    if stop_now and mid:
+                        result_status = "preempted"
+                        break
+                bar.close()
+                if result_status == "preempted":
+                    break
+                metrics = {}
+                last = epoch == cfg.optim.epochs - 1
+                if cfg.run.eval_every and ((epoch + 1) % cfg.run.eval_every == 0 or last):
+                    metrics = self._validate(epoch)
+                    self.last_metrics = dict(metrics)
+                rec = self._epoch_record(epoch, lr, time.time() - t0, metrics)
+                ckpt_path = self._save(epoch + 1, epoch + 1, 0)
+                self._finish_epoch(rec)
+                if self._agree_stop(stop) and not last:
+                    result_status = "preempted"
+                    break
+            if result_status == "preempted":
+                self._log(f"stopped by signal {stop.signum}: saved {ckpt_path}; continue with --resume auto")
+            return TrainResult(result_status, self.out, epoch, self.global_step, ckpt_path, self.last_metrics, self.history,
+                               self.is_main)
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+            self._close_logs()
+
+    def _agree_stop(self, stop: _StopFlag) -> bool:
+        flag = torch.tensor([1.0 if stop.signum is not None else 0.0], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
+    def _validate(self, epoch: int) -> dict[str, Any]:
+        cfg = self.cfg
+        metrics: dict[str, Any] = {}
+        sets = [("webvision_val", self.val_samples)]
+        if self.imagenet_samples:
+            sets.append(("imagenet_val", self.imagenet_samples))
+        for name, samples in sets:
+            if not samples:
+                continue
+            r = evaluate_classifier(self.model, samples, cfg.aug.image_size, self.pre, self.device, cfg.data.val_batch_size,
+                                    self.workers, self.world, self.rank, self.amp_dtype, self.progress, desc=name)
+            for k in ("top1", "top5", "proto_top1"):
+                metrics[f"{name}/{k}"] = r[k]
+        return metrics
+
+    def _finish_epoch(self, rec: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.history.append(rec)
+        atomic_write_json(self.out / "log.json", self.history)
+        if self.tb is not None:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
+                    self.tb.add_scalar(f"epoch/{k}", v, rec["epoch"])
+            self.tb.flush()
+        val = "  ".join(f"{k.split('/')[0].replace('_val', '')} {k.split('/')[1]} {v:.2f}" for k, v in rec.items() if "/" in k)
+        print(f"epoch {rec['epoch']:3d}  loss {rec['loss']:.4f} (inst {rec['loss_inst']:.3f} cls {rec['loss_cls']:.3f} "
+              f"proto {rec['loss_proto']:.3f})  relabelled {rec['relabelled']}  ood {rec['ood']}  "
+              f"{rec['seconds']:.1f}s  {val}", flush=True)
+
+
+def run_pretrain(overrides: dict[str, Any] | None, data_root: str | Path, out: str | Path, **kw) -> TrainResult:
+    try:
+        return Trainer(overrides, data_root, out, **kw).fit()
+    finally:
+        cleanup_distributed()
