@@ -21,8 +21,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from mopro_bench.pretrain.data import derive_seed
-from mopro_bench.pretrain.noise_clean import load_model
 from torch.utils.data import DataLoader, Dataset
 
 from mopro_bench.backbones import Preprocess
@@ -30,6 +28,8 @@ from mopro_bench.config import apply_overrides, to_dict
 from mopro_bench.data.common import train_transform
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_torch_save, atomic_write_json, sha256_file
+from mopro_bench.pretrain.data import derive_seed
+from mopro_bench.pretrain.noise_clean import load_model
 from mopro_bench.runtime import cleanup_distributed, init_distributed
 
 
@@ -80,8 +80,9 @@ class _Indexed(Dataset):
 def retrain(data_root: str | Path, ckpt: str | Path, annotation: str | Path, out: str | Path, *,
             overrides: dict[str, Any] | None = None, device: str = "auto", workers: int = 0,
             progress: bool = True) -> CRTResult:
-    from mopro_bench.pretrain.trainer import evaluate_classifier, load_train_set
     from tqdm import tqdm
+
+    from mopro_bench.pretrain.trainer import evaluate_classifier, load_train_set
 
     info, dev = init_distributed(device)
     try:

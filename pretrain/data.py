@@ -14,9 +14,10 @@ import random
 from collections.abc import Iterator
 
 import torch
-from mopro_bench.pretrain.config import AugConfig
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
+
+from mopro_bench.pretrain.config import AugConfig
 
 
 def derive_seed(*values) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from mopro_bench.pretrain.prototypes import update_prototypes
 from torch import nn
 
 from mopro_bench.backbones import Backbone
+from mopro_bench.pretrain.prototypes import update_prototypes
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):

@@ -18,11 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mopro_bench.pretrain import checkpoint as ckptlib
-from mopro_bench.pretrain.cleaning import clean_labels
-from mopro_bench.pretrain.config import PretrainConfig, from_dict, validate
-from mopro_bench.pretrain.losses import proto_logits
-from mopro_bench.pretrain.model import MoPro
 from torch.utils.data import DataLoader
 
 from mopro_bench.backbones import Preprocess
@@ -30,6 +25,11 @@ from mopro_bench.config import apply_overrides
 from mopro_bench.data.common import ImageList, eval_transform
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json, sha256_file
+from mopro_bench.pretrain import checkpoint as ckptlib
+from mopro_bench.pretrain.cleaning import clean_labels
+from mopro_bench.pretrain.config import PretrainConfig, from_dict, validate
+from mopro_bench.pretrain.losses import proto_logits
+from mopro_bench.pretrain.model import MoPro
 
 
 @dataclass

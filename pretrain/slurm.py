@@ -28,6 +28,7 @@ class SlurmPretrain:
 
     def __call__(self) -> str:
         import submitit
+
         from mopro_bench.pretrain.config import PretrainConfig, RunConfig
         from mopro_bench.pretrain.trainer import run_pretrain
 

@@ -37,12 +37,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from mopro_bench.pretrain import checkpoint as ckptlib
-from mopro_bench.pretrain.cleaning import clean_labels
-from mopro_bench.pretrain.config import PretrainConfig, from_dict, validate
-from mopro_bench.pretrain.data import GlobalBatchSampler, SeededDataset, TwoViews, derive_seed
-from mopro_bench.pretrain.losses import instance_logits, kept_cross_entropy, proto_logits
-from mopro_bench.pretrain.model import MoPro
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -52,6 +46,12 @@ from mopro_bench.config import apply_overrides
 from mopro_bench.data.common import ImageList, eval_transform
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json
+from mopro_bench.pretrain import checkpoint as ckptlib
+from mopro_bench.pretrain.cleaning import clean_labels
+from mopro_bench.pretrain.config import PretrainConfig, from_dict, validate
+from mopro_bench.pretrain.data import GlobalBatchSampler, SeededDataset, TwoViews, derive_seed
+from mopro_bench.pretrain.losses import instance_logits, kept_cross_entropy, proto_logits
+from mopro_bench.pretrain.model import MoPro
 from mopro_bench.runtime import all_gather_cat, cleanup_distributed, init_distributed, seed_everything
 
 STAT_KEYS = ("loss", "loss_inst", "loss_cls", "loss_proto", "acc_inst", "samples", "kept", "relabelled", "confident")

@@ -8,12 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from mopro_bench.tasks.detection import COCO_MASKRCNN, MOCO_C4, MOPRO, MOPRO_SHORT
 
 from mopro_bench.backbones import Preprocess
 from mopro_bench.detection.config import effective_schedule, plan_run
 from mopro_bench.errors import BenchError
 from mopro_bench.registry import get_task
+from mopro_bench.tasks.detection import COCO_MASKRCNN, MOCO_C4, MOPRO, MOPRO_SHORT
 
 REPO = Path(__file__).resolve().parent.parent
 

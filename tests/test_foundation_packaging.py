@@ -37,7 +37,8 @@ def test_wheel_contains_mapped_packages_and_class_lists(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    code = "import mopro_bench.tasks, mopro_bench.pretrain, mopro_bench.resources as r; print(mopro_bench.tasks.__file__, len(r.imagenet1k_wnids()))"
+    code = ("import mopro_bench.tasks, mopro_bench.pretrain, mopro_bench.resources as r; "
+            "print(mopro_bench.tasks.__file__, len(r.imagenet1k_wnids()))")
     out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -56,7 +56,8 @@ def test_entry_point_discovery_uses_the_group(monkeypatch):
 
     ep = metadata.EntryPoint(name="toy_task", value=f"{__name__}:ToyTask", group=registry.ENTRY_POINT_GROUP)
     broken = metadata.EntryPoint(name="broken", value="no_such_module_xyz:TASK", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry.metadata, "entry_points", lambda group: [ep, broken] if group == registry.ENTRY_POINT_GROUP else [])
+    fake = lambda group: [ep, broken] if group == registry.ENTRY_POINT_GROUP else []
+    monkeypatch.setattr(registry.metadata, "entry_points", fake)
     monkeypatch.setattr(registry, "_REGISTRY", None)
     monkeypatch.setattr(registry, "_LOAD_ERRORS", {})
     reg = registry.registry()

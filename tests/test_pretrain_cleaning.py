@@ -21,12 +21,12 @@ import json
 
 import pytest
 import torch
-from mopro_bench.pretrain.noise_clean import noise_clean, truth_report
-from mopro_bench.pretrain.trainer import run_pretrain
 
 from mopro_bench.data.synth import truth_path
 from mopro_bench.data.webvision import WebVision
 from mopro_bench.io import atomic_write_json
+from mopro_bench.pretrain.noise_clean import noise_clean, truth_report
+from mopro_bench.pretrain.trainer import run_pretrain
 
 SHORT_RUN = {"model.arch": "resnet18", "aug.image_size": 32, "data.batch_size": 16, "mopro.queue_size": 32,
              "optim.epochs": 5, "mopro.start_clean_epoch": 4, "model.bn_splits": 2, "optim.lr": 0.01,

@@ -20,6 +20,7 @@ import sys
 
 import pytest
 import torch
+
 from mopro_bench.pretrain.checkpoint import list_checkpoints
 from mopro_bench.pretrain.trainer import run_pretrain
 

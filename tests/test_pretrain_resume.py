@@ -9,9 +9,9 @@ import signal
 
 import pytest
 import torch
+
 from mopro_bench.pretrain.checkpoint import list_checkpoints
 from mopro_bench.pretrain.trainer import FAULT_ENV, run_pretrain
-
 from tests.conftest import run_cli_subprocess
 
 SETTINGS = {"model.arch": "resnet18", "model.num_class": 100, "model.low_dim": 16, "aug.image_size": 32,

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from mopro_bench.errors import BenchError
 from mopro_bench.pretrain import checkpoint as ckptlib
 from mopro_bench.pretrain.cleaning import clean_labels
 from mopro_bench.pretrain.config import PretrainConfig, from_dict, make_config
@@ -17,9 +20,6 @@ from mopro_bench.pretrain.data import GlobalBatchSampler, derive_seed
 from mopro_bench.pretrain.model import MoPro, SplitBatchNorm2d
 from mopro_bench.pretrain.prototypes import update_prototypes, update_prototypes_sequential, within_class_rank
 from mopro_bench.pretrain.trainer import StepEnv, lr_at, mopro_step, resolve_bn_splits
-from torch import nn
-
-from mopro_bench.errors import BenchError
 
 
 # --------------------------------------------------------------------------------------------------- prototypes

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mopro_bench.tasks.robustness import compute_logits, imagenet_class_mask, labels_in_subset
 
 from mopro_bench.data.imagenet_ra import ImageNetRA
 from mopro_bench.errors import BenchError
 from mopro_bench.resources import imagenet1k_wnids, imagenet_a_wnids, imagenet_r_wnids
+from mopro_bench.tasks.robustness import compute_logits, imagenet_class_mask, labels_in_subset
 
 LISTS = {"imagenet-r": imagenet_r_wnids, "imagenet-a": imagenet_a_wnids}
 
