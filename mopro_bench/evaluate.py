@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from mopro_bench.checkpoints import LoadedCheckpoint, load_checkpoint
+from mopro_bench.data import is_synthetic
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json
 from mopro_bench.registry import RunContext, get_task
@@ -81,7 +82,8 @@ def evaluate(
                   "description": protocol.description, "params": protocol.params(), "overrides": resolved.overrides},
         checkpoint=ck.record(),
         seed=seed,
-        data={"root": str(data_root.resolve()), "kind": task.data_kind, **output.data},
+        data={"root": str(data_root.resolve()), "kind": task.data_kind, **output.data,
+              **({"synthetic": True} if is_synthetic(data_root) else {})},  # made by `mopro-bench data synth`
         metrics=output.metrics,
         details={**output.details, "options": {k: str(v) for k, v in options.items()}},
         selection=output.selection,

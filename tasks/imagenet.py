@@ -29,10 +29,16 @@ Tasks and protocols (``mopro-bench tasks`` lists them with their versions):
 
 * ``imagenet_val`` / ``webvision_val`` -- top-1/top-5 of the checkpoint's own classifier (or ``--head``'s, for
   ImageNet) on ImageNet val / WebVision val, centre crop, as MoPro reports both.
+
+Every task records ``details.per_image``: each val image's top-1 and top-5 hit (0/1) in the val list's order, from the
+evaluation that gives ``top1``/``top5`` (the last epoch's), with ``ids_sha256`` (the ordered relative image paths).
+``mopro-bench compare`` uses it for a paired bootstrap over val images. Under torchrun each rank scores its shard and
+the hits are put back in list order by dataset index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -41,7 +47,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
 from mopro_bench.checkpoints import IMAGENET_COMPATIBLE, LoadedCheckpoint
@@ -52,6 +60,7 @@ from mopro_bench.finetune import ParamGroup, SupervisedTrainer, TrainConfig, fit
 from mopro_bench.io import sha256_lines
 from mopro_bench.metrics.classification import topk_accuracy
 from mopro_bench.registry import Protocol, RunContext, Task, TaskOutput
+from mopro_bench.runtime import all_gather_cat
 from mopro_bench.subsets import LabelledSubset, resolve_subset
 
 NUM_CLASSES = 1000
@@ -231,6 +240,127 @@ def _list_hash(samples: list[tuple[Path, int]], root: Path) -> str:
     return sha256_lines([f"{_rel(p, root)} {y}" for p, y in samples])
 
 
+# ------------------------------------------------------------------------------------------------------- per-image hits
+KS = (1, 5)
+
+
+def topk_hits(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = KS) -> torch.Tensor:
+    """``bool [N, len(ks)]``: whether each row's target is among its k highest logits -- the ``torch.topk`` rule of
+    :func:`mopro_bench.metrics.classification.topk_correct` (same ties, k clipped to the number of classes)."""
+    c = logits.shape[1]
+    top = logits.topk(min(max(ks), c), dim=1).indices
+    hit = top.eq(targets.to(top.device).view(-1, 1)).cumsum(dim=1).clamp_(max=1).bool()
+    return torch.stack([hit[:, min(k, c) - 1] for k in ks], dim=1)
+
+
+def per_image_record(ids: list[str], hits: np.ndarray, source: str) -> dict[str, Any]:
+    """``details.per_image`` of ``hits`` (``[N, len(KS)]``, rows in the order of ``ids``), the format ``compare`` reads."""
+    hits = np.asarray(hits, dtype=np.uint8)
+    if hits.shape != (len(ids), len(KS)):
+        raise ValueError(f"hits {hits.shape} do not match {len(ids)} ids")
+    return {"ids_sha256": sha256_lines(list(ids)), "n": len(ids), "source": source,
+            **{f"top{k}": {"correct": hits[:, j].tolist()} for j, k in enumerate(KS)}}
+
+
+@dataclass
+class HitEval:
+    top1: float
+    top5: float
+    n: int
+    hits: np.ndarray | None  # uint8 [n, len(KS)] in dataset order; None if the ranks' shards did not cover the set
+
+
+@torch.no_grad()
+def evaluate_hits(model: nn.Module, dataset: Dataset, device: torch.device, *, batch_size: int, workers: int = 0,
+                  progress: bool = True, desc: str = "eval") -> HitEval:
+    """Top-1/top-5 (percent) of ``model`` (eval mode) on ``dataset`` of ``(x, label, index)`` plus each image's hits.
+
+    The same computation as :func:`mopro_bench.finetune.evaluate_model` (shard ``rank::world``, bf16 autocast and
+    channels_last on CUDA, ``torch.topk`` on float logits); the hits of all ranks are gathered and placed by the
+    dataset index each item carries, so the vector is in dataset order whatever the sharding.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    was_training = model.training
+    model.eval()
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    loader = DataLoader(Subset(dataset, list(range(rank, len(dataset), world))), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    idx_parts, hit_parts = [torch.zeros(0, dtype=torch.long, device=device)], [torch.zeros(0, len(KS), dtype=torch.uint8,
+                                                                                            device=device)]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    for x, y, index in tqdm(loader, desc=desc, disable=not (progress and rank == 0), leave=False):
+        x = x.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.to(memory_format=torch.channels_last)
+        with amp:
+            logits = model(x)
+        hit_parts.append(topk_hits(logits.float(), y.to(device)).to(torch.uint8))
+        idx_parts.append(torch.as_tensor(index, dtype=torch.long, device=device))
+    model.train(was_training)
+    idx, hits = torch.cat(idx_parts), torch.cat(hit_parts)
+    if world > 1:  # shards differ in length by at most one: pad, gather, drop the padding
+        size = all_gather_cat(torch.tensor([idx.numel()], dtype=torch.long, device=device))
+        pad = int(size.max()) - idx.numel()
+        idx = all_gather_cat(torch.cat([idx, torch.full((pad,), -1, dtype=torch.long, device=device)]))
+        hits = all_gather_cat(torch.cat([hits, torch.zeros(pad, len(KS), dtype=torch.uint8, device=device)]))
+        keep = idx >= 0
+        idx, hits = idx[keep], hits[keep]
+    idx_np, hits_np = idx.cpu().numpy(), hits.cpu().numpy()
+    n = len(idx_np)
+    if n == 0:
+        raise BenchError("the evaluation set is empty", "check the val split of the dataset")
+    counts = hits_np.sum(0)
+    ordered: np.ndarray | None = None
+    if n == len(dataset) and np.array_equal(np.sort(idx_np), np.arange(n)):
+        ordered = np.empty_like(hits_np)
+        ordered[idx_np] = hits_np
+    return HitEval(top1=100.0 * float(counts[0]) / n, top5=100.0 * float(counts[1]) / n, n=n, hits=ordered)
+
+
+class HitTrainer(SupervisedTrainer):
+    """:class:`SupervisedTrainer` whose evaluations also keep each val image's hits (:func:`evaluate_hits`);
+    ``last`` is the latest evaluation, i.e. the last epoch's -- the one ``fit().final`` reports."""
+
+    last: HitEval | None = None
+
+    def _evaluate(self, model: nn.Module, device: torch.device, desc: str) -> dict[str, float]:
+        bs = self.eval_batch_size or self.ctx.batch_size or (256 if device.type == "cuda" else 64)
+        self.last = evaluate_hits(model, self.eval_set, device, batch_size=bs, workers=self.ctx.workers,
+                                  progress=self.ctx.progress, desc=desc)
+        return {"top1": self.last.top1, "top5": self.last.top5, "eval_n": self.last.n}
+
+
+def _trainer_per_image(trainer: HitTrainer, fit: Any, ids: list[str], details: dict[str, Any]) -> None:
+    """Put the final evaluation's hits into ``details.per_image``, or say in ``details.per_image_skipped`` why not."""
+    last = trainer.last
+    if last is None:
+        details["per_image_skipped"] = ("no evaluation ran in this process (a finished run restored with --resume); "
+                                        "re-run without --resume for per-image data")
+    elif last.hits is None:
+        details["per_image_skipped"] = "the ranks' evaluation shards did not cover the val set exactly once"
+    elif (last.top1, last.top5) != (fit.final.get("top1"), fit.final.get("top5")) or len(last.hits) != len(ids):
+        details["per_image_skipped"] = "the last evaluation is not the one the metrics report"
+    else:
+        details["per_image"] = per_image_record(ids, last.hits, f"val evaluation after epoch {fit.final['epoch']}")
+
+
+@torch.no_grad()
+def _linear_hits(weight: torch.Tensor, bias: torch.Tensor, feats: np.ndarray, labels: list[int],
+                 device: torch.device | str = "cpu", chunk: int = 8192) -> np.ndarray:
+    """uint8 ``[N, len(KS)]`` hits of the linear classifier ``feats @ weight.T + bias``."""
+    w, b = weight.float().to(device), bias.float().to(device)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    out = []
+    for s in range(0, feats.shape[0], chunk):
+        x = torch.from_numpy(np.ascontiguousarray(feats[s:s + chunk])).float().to(device)
+        out.append(topk_hits(x @ w.T + b, y[s:s + chunk]).to(torch.uint8).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, len(KS)), np.uint8)
+
+
 # ----------------------------------------------------------------------------------------------------- semi-supervised
 class _ImageNetSemiSup(Task):
     data_kind = "imagenet"
@@ -260,11 +390,12 @@ class _ImageNetSemiSup(Task):
         run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
                    "checkpoint": checkpoint_identity(ck, ctx.seed), "subset": subset.sha256,
                    "val": _list_hash(val, root), "classifier_init": init_info["rule_applied"]}
-        trainer = SupervisedTrainer(net, groups, train_ds, val_ds, cfg, ctx, run_key=run_key,
-                                    resume=bool(ctx.option("resume", False)), desc=self.name,
-                                    log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
+        trainer = HitTrainer(net, groups, train_ds, val_ds, cfg, ctx, run_key=run_key,
+                             resume=bool(ctx.option("resume", False)), desc=self.name,
+                             log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
         fit = trainer.fit()
         metrics, details = _fit_summary(fit)
+        _trainer_per_image(trainer, fit, [_rel(q, root) for q, _ in val], details)
         details.update({
             "classifier_init": init_info, "subset_warnings": subset.warnings,
             "world_size": fit.world_size, "per_rank_batch": fit.per_rank_batch, "amp": fit.amp,
@@ -358,7 +489,7 @@ class ImageNetLinear(Task):
         if isinstance(protocol, LinearFastProtocol):
             metrics, details, weight, bias = self._fast(protocol, model, root, train, val, ctx)
         else:
-            metrics, details, weight, bias = self._moco(protocol, model, train, val, ctx)  # type: ignore[arg-type]
+            metrics, details, weight, bias = self._moco(protocol, model, root, train, val, ctx)  # type: ignore[arg-type]
         artifacts = []
         if ctx.option("save_head"):
             from mopro_bench.checkpoints.heads import save_head
@@ -374,7 +505,7 @@ class ImageNetLinear(Task):
         return TaskOutput(metrics=metrics, details=details, selection=SELECTION_LAST, data=data, artifacts=artifacts,
                           metric_units=dict(UNITS), metric_definitions=_definitions(what))
 
-    def _moco(self, p: LinearProtocol, ck: LoadedCheckpoint, train, val, ctx: RunContext):
+    def _moco(self, p: LinearProtocol, ck: LoadedCheckpoint, root: Path, train, val, ctx: RunContext):
         backbone = copy.deepcopy(ck.backbone)
         for q in backbone.parameters():
             q.requires_grad_(False)
@@ -386,12 +517,13 @@ class ImageNetLinear(Task):
                           momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every)
         run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
                    "checkpoint": checkpoint_identity(ck, ctx.seed), "train": len(train), "val": len(val)}
-        trainer = SupervisedTrainer(net, [ParamGroup("head", list(head.parameters()), p.lr, p.weight_decay)], train_ds,
-                                    val_ds, cfg, ctx, run_key=run_key, frozen=[backbone],
-                                    resume=bool(ctx.option("resume", False)), desc=self.name,
-                                    log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
+        trainer = HitTrainer(net, [ParamGroup("head", list(head.parameters()), p.lr, p.weight_decay)], train_ds,
+                             val_ds, cfg, ctx, run_key=run_key, frozen=[backbone],
+                             resume=bool(ctx.option("resume", False)), desc=self.name,
+                             log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
         fit = trainer.fit()
         metrics, details = _fit_summary(fit)
+        _trainer_per_image(trainer, fit, [_rel(q, root) for q, _ in val], details)
         details.update({"world_size": fit.world_size, "per_rank_batch": fit.per_rank_batch, "amp": fit.amp,
                         "resumed_from_epoch": fit.resumed_from_epoch, "skipped_batches": fit.skipped_batches,
                         "work_dir": str(ctx.work_dir) if ctx.work_dir else None})
@@ -414,6 +546,14 @@ class ImageNetLinear(Task):
             momentum=p.momentum, schedule=p.schedule, feature_norm=p.feature_norm, eval_every=p.eval_every,
             seed=ctx.seed, device=ctx.device, progress=ctx.progress)
         metrics, details = _fit_summary(fit)
+        hits = _linear_hits(fit.weight, fit.bias, xva, [y for _, y in val], ctx.device)
+        details["per_image"] = per_image_record(
+            [_rel(q, root) for q, _ in val], hits,
+            "the trained head (as saved, normalisation folded in) on the cached val features")
+        recomputed = 100.0 * float(hits[:, 0].mean())
+        if abs(recomputed - metrics["top1"]) > 1e-9:  # a near-tie flipped by the folding's rounding
+            details["per_image"]["note"] = (f"per-image top-1 {recomputed:.4f} vs recorded {metrics['top1']:.4f}: the "
+                                            "head scored with folded normalisation (rounding at near-ties)")
         details.update({"feature_seconds": round(t_feat, 3), "head_seconds": round(fit.seconds, 3),
                         "feature_dim": int(xtr.shape[1]), "device": str(ctx.device)})
         return metrics, details, fit.weight, fit.bias
@@ -436,7 +576,8 @@ def own_classifier(ck: LoadedCheckpoint, spaces: tuple[str, ...], task: str, fix
 
 
 @torch.no_grad()
-def _score(lin: nn.Linear, feats: np.ndarray, labels: list[int]) -> dict[str, float]:
+def _score(lin: nn.Linear, feats: np.ndarray, labels: list[int]) -> tuple[dict[str, float], np.ndarray]:
+    """``top1``/``top5`` (percent) and each image's hits (uint8 ``[N, 2]``) of ``lin`` on ``feats``."""
     y = torch.as_tensor(labels, dtype=torch.long)
     if len(y) and int(y.max()) >= lin.out_features:
         raise BenchError(f"a val label ({int(y.max())}) is outside the classifier's {lin.out_features} classes",
@@ -444,7 +585,7 @@ def _score(lin: nn.Linear, feats: np.ndarray, labels: list[int]) -> dict[str, fl
     logits = lin(torch.from_numpy(np.ascontiguousarray(feats)).float())
     if not torch.isfinite(logits).all():
         raise BenchError("the classifier produced non-finite logits (NaN/inf)", "check the checkpoint's classifier head")
-    return topk_accuracy(logits, y, (1, 5))
+    return topk_accuracy(logits, y, KS), topk_hits(logits, y).to(torch.uint8).numpy()
 
 
 class ImageNetVal(Task):
@@ -473,9 +614,10 @@ class ImageNetVal(Task):
         feats = extract_features(model, [q for q, _ in val], ctx, dataset_id="imagenet/val",
                                  rel_paths=[_rel(q, root) for q, _ in val], image_size=p.image_size, resize=p.resize,
                                  desc="features imagenet/val")
-        metrics = _score(lin, feats, [y for _, y in val])
+        metrics, hits = _score(lin, feats, [y for _, y in val])
         head = model.heads["classifier"]
-        details = {"classifier": {"class_space": head.class_space, "source": model.meta.get("head_file") or "checkpoint"}}
+        details = {"classifier": {"class_space": head.class_space, "source": model.meta.get("head_file") or "checkpoint"},
+                   "per_image": per_image_record([_rel(q, root) for q, _ in val], hits, "single evaluation")}
         return TaskOutput(metrics=metrics, details=details, selection="single evaluation (no selection)",
                           data={"val_list_sha256": _list_hash(val, root), "val_images": len(val)},
                           metric_units={"top1": "%", "top5": "%"},
@@ -516,8 +658,10 @@ class WebVisionVal(Task):
         feats = extract_features(model, [ds.path(r) for r, _ in val], ctx, dataset_id=f"webvision{num_class}/val",
                                  rel_paths=[r for r, _ in val], image_size=p.image_size, resize=p.resize,
                                  desc="features webvision/val")
-        metrics = _score(lin, feats, [y for _, y in val])
-        return TaskOutput(metrics=metrics, details={"classifier": {"class_space": head.class_space, "num_class": num_class}},
+        metrics, hits = _score(lin, feats, [y for _, y in val])
+        details = {"classifier": {"class_space": head.class_space, "num_class": num_class},
+                   "per_image": per_image_record([r for r, _ in val], hits, "single evaluation")}
+        return TaskOutput(metrics=metrics, details=details,
                           selection="single evaluation (no selection)",
                           data={"val_list_sha256": sha256_lines([f"{r} {y}" for r, y in val]), "val_images": len(val),
                                 "num_class": num_class},

@@ -14,6 +14,9 @@ the sorted ImageNet-1k wnid list, built from the wnid lists (as the original eva
 and the softmax runs over those 200. Metrics: ``top1``, ``calib_rms`` (Hendrycks et al.'s RMS calibration error,
 reproduced with its dropped last bin), ``ece15``, ``nll``, ``brier``; see :mod:`mopro_bench.metrics.calibration`.
 A reliability diagram is written next to each result (``<result>.reliability.png``).
+
+``details.per_image`` holds each image's top-1 hit (0/1) in the dataset's sample order with ``ids_sha256`` (the
+ordered relative image paths), the format ``mopro-bench compare`` reads for a paired bootstrap over test images.
 """
 
 from __future__ import annotations
@@ -186,12 +189,31 @@ def _round(xs: list, nd: int = 6) -> list:
     return [None if x is None else round(float(x), nd) for x in xs]
 
 
-def evaluate_logits(logits: np.ndarray, labels: np.ndarray, p: CalibrationProtocol) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics and details of kept logits [N, C] with labels in [0, C) under protocol ``p``."""
+def per_image_top1(ids: list[str], correct: np.ndarray, percent: bool) -> dict[str, Any]:
+    """``details.per_image`` for ``top1`` (``compare``'s format): the 0/1 hits in the order of ``ids``; ``top1`` in percent
+    is ``100 * mean`` (``correct``), as a fraction ``mean`` (``values`` with scale 1)."""
+    hits = np.asarray(correct, dtype=np.uint8)
+    if hits.shape != (len(ids),):
+        raise ValueError(f"{hits.shape[0]} hits for {len(ids)} ids")
+    spec = {"correct": hits.tolist()} if percent else {"values": hits.tolist(), "scale": 1.0}
+    return {"ids_sha256": sha256_lines(list(ids)), "n": len(ids), "top1": spec}
+
+
+def score_logits_checked(logits: np.ndarray, labels: np.ndarray) -> cal.SampleScores:
+    """Per-sample scores of kept logits [N, C] (labels in [0, C)); non-finite logits are refused."""
     if not np.isfinite(logits).all():
         raise BenchError("the classifier produced non-finite logits (NaN/inf)",
                          "check the checkpoint / head file; a diverged linear head gives this")
-    scores = cal.score_logits(logits, labels)
+    return cal.score_logits(logits, labels)
+
+
+def evaluate_logits(logits: np.ndarray, labels: np.ndarray, p: CalibrationProtocol) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and details of kept logits [N, C] with labels in [0, C) under protocol ``p``."""
+    return evaluate_scores(score_logits_checked(logits, labels), int(logits.shape[1]), p)
+
+
+def evaluate_scores(scores: cal.SampleScores, n_classes: int, p: CalibrationProtocol) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and details of per-sample scores over ``n_classes`` kept logits under protocol ``p``."""
     metrics = cal.summarize(scores, p.calib_bin_size, p.calib_drop_last_bin, p.ece_bins, p.percent)
     bins = cal.adaptive_bins(len(scores), p.calib_bin_size, p.calib_drop_last_bin)
     adaptive = cal.adaptive_bin_stats(scores.confidence, scores.correct, p.calib_bin_size, p.calib_drop_last_bin)
@@ -205,7 +227,7 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, p: CalibrationProtoc
     rel = cal.reliability_bins(scores.confidence, scores.correct, p.ece_bins)
     details = {
         "n_images": int(len(scores)),
-        "n_classes_kept": int(logits.shape[1]),
+        "n_classes_kept": int(n_classes),
         "mean_confidence": float(scores.confidence.mean()),
         "calib_rms_bins": {"bin_size": p.calib_bin_size, "bins_summed": len(bins.kept), "dropped": dropped},
         "reliability": {**rel, "confidence": _round(rel["confidence"]), "accuracy": _round(rel["accuracy"])},
@@ -247,7 +269,9 @@ class _CalibrationTask(Task):
         ck, pre_info = input_preprocess(model, p)
         feats = cal_features(ck, paths, rel, ctx, f"{self.data_kind}/{data_info.get('split', 'all')}", p)
         logits = compute_logits(lin, feats, mask)
-        metrics, details = evaluate_logits(logits, labels, p)
+        scores = score_logits_checked(logits, labels)
+        metrics, details = evaluate_scores(scores, int(logits.shape[1]), p)
+        details["per_image"] = per_image_top1(rel, scores.correct, p.percent)
         details.update({"classifier": clf_info, "input_preprocess": pre_info,
                         "kept_imagenet_indices_sha256": sha256_lines([str(i) for i in mask.tolist()])})
         if self.official_size and len(samples) != self.official_size:

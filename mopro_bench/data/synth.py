@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mopro_bench.data import KINDS, render
+from mopro_bench.data import KINDS, SYNTH_GENERATOR, render, synth_marker_path
 from mopro_bench.data.imagenet import imagenet_index
 from mopro_bench.data.voc import VOC_CLASSES
 from mopro_bench.errors import BenchError
@@ -132,14 +132,29 @@ def synth(kind: str, out: str | Path, seed: int = 0, scale: str = "tiny", **kw) 
         gen = {"webvision": _webvision, "imagenet": _imagenet, "imagenet-r": _imagenet_ra, "imagenet-a": _imagenet_ra,
                "voc07": _voc07, "places205": _places205, "coco": _coco}[kind]
         summary = gen(tmp, int(seed), p, kind=kind, out=out)
+        probe = _probe(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    summary = {"kind": kind, "root": str(out), "seed": int(seed), "scale": scale, "params": p, **summary}
+    # the marker `mopro_bench.data.is_synthetic` reads (results on this tree then say "synthetic": true); deterministic
+    # and free of absolute paths, like the tree
+    marker = atomic_write_json(synth_marker_path(out), {
+        "generator": SYNTH_GENERATOR, "kind": kind, "layout": out.name, "seed": int(seed), "scale": scale, "params": p,
+        "probe": probe,
+    })
+    summary = {"kind": kind, "root": str(out), "seed": int(seed), "scale": scale, "params": p, **summary,
+               "marker": str(marker)}
     return summary
+
+
+def _probe(root: Path) -> dict[str, int]:
+    """Sizes of three generated files (first, middle, last by path): ties the marker to this very tree."""
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    picked = sorted({files[0], files[len(files) // 2], files[-1]}) if files else []
+    return {rel: (root / rel).stat().st_size for rel in picked}
 
 
 # ---------------------------------------------------------------------------------------------------------------- utils
