@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,8 +53,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_SCALAR_LIST = re.compile(r"\[\s*\n[-+0-9.eEtruefalsn,\s]*?\]")
+
+
+def dumps_json(obj: Any) -> str:
+    """Indented JSON whose lists of plain numbers/booleans stay on one line (per-image vectors stay compact)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+    return _SCALAR_LIST.sub(lambda m: re.sub(r"\s+", "", m.group(0)).replace(",", ", "), text)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return atomic_write_text(path, dumps_json(obj) + "\n")
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:

@@ -28,7 +28,7 @@ class ModelConfig:
     class_space: str = "webvision1k"  # recorded in the checkpoint for the importer
     # BatchNorm groups per process ("ghost BN"); 0 = auto: max(1, 8 // world_size), i.e. the statistics of the
     # paper's 8-GPU run (32 images per BN batch at batch 256) on any number of GPUs up to 8, reduced until every
-    # group has >= 8 images. See docs/readme/pretrain.md.
+    # group has >= 8 images. See README.md, "Shuffle-BN".
     bn_splits: int = 0
 
 

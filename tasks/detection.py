@@ -240,7 +240,7 @@ class CocoMaskRCNN(Task):
                                      "data": str(Path(data_root).resolve()), "backbone_load": load})
 
         spec = {"cfg_yaml": cfg_yaml, "files": {k: str(v) for k, v in files.items()}, "resume": resume,
-                "output_dir": str(work), "run_key": run_key}
+                "output_dir": str(work), "run_key": run_key, "console_log": bool(ctx.progress)}
         outcome = runner.launch_run(spec, num_gpus=num_gpus, num_machines=num_machines, machine_rank=machine_rank,
                                     dist_url=dist_url)
         metrics, undefined, per_category = metrics_from_evaluator(outcome["results"])

@@ -112,3 +112,11 @@ def test_sigkill_during_write_leaves_old_or_new(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert target.read_bytes() == b"old"
+
+
+def test_json_keeps_number_lists_on_one_line_and_round_trips():
+    obj = {"per_image": {"correct": [1, 0, 1, True, None, -1.5e-3]}, "names": ["x", "[1,\n2]"], "nested": [[1, 2], [3]], "e": []}
+    text = mio.dumps_json(obj)
+    assert json.loads(text) == obj
+    assert '"correct": [1, 0, 1, true, null, -0.0015]' in text and '"nested": [\n' in text
+    assert '    [1, 2],\n' in text and '"x",\n' in text  # string lists stay one item per line

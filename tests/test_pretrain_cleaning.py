@@ -9,7 +9,7 @@ Settings that differ from the paper's, and why (the paper's are for 90 epochs x 
 * moco_m 0.99, proto_m 0.9: the EMAs must follow a network that changes within 75 steps (0.999 averages ~1000 steps);
 * queue 32 keys (the paper's 8192 is 0.3% of WebVision; a queue holding most of a 240-image set is full of stale keys
   of the very images in the batch, which collapses the embedding);
-* w_inst 0.1: at this length the instance loss mostly narrows the embedding cone (see docs/readme/pretrain.md);
+* w_inst 0.1: at this length the instance loss mostly narrows the embedding cone (see README.md, "Pretraining MoPro");
   with w_inst 1 the cleaning still works but removes more clean images (measured: 14.6% vs 3%);
 * crop scale (0.6, 1) at 32 px so the object stays in the crop; lr 0.01 cosine for batch 16;
 * cleaning starts in the last epoch (4 warm-up epochs), like the paper's warm-up before cleaning.

@@ -10,6 +10,8 @@ precise BN and evaluates on val2017; the main process of every machine writes th
 from __future__ import annotations
 
 import json
+import contextlib
+import io
 import logging
 import re
 import time
@@ -144,9 +146,15 @@ def worker(spec: dict[str, Any]) -> None:
     # (tests, notebooks) does not also write into this run's log (setup_logger itself is cached per arguments)
     d2_logger = logging.getLogger("detectron2")
     before = list(d2_logger.handlers)
-    getattr(setup_logger, "__wrapped__", setup_logger)(cfg.OUTPUT_DIR, distributed_rank=rank, name="detectron2")
+    # the full log always goes to <work_dir>/log.txt; the console gets it only with progress output on
+    getattr(setup_logger, "__wrapped__", setup_logger)(cfg.OUTPUT_DIR, distributed_rank=rank, name="detectron2",
+                                                      configure_stdout=spec.get("console_log", True))
     try:
-        _work(spec, cfg)
+        if spec.get("console_log", True):
+            _work(spec, cfg)
+        else:  # pycocotools prints its summary tables on stdout; the metrics land in the result record
+            with contextlib.redirect_stdout(io.StringIO()):
+                _work(spec, cfg)
     finally:
         for h in d2_logger.handlers[:]:
             if h not in before:
