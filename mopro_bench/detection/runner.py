@@ -9,9 +9,9 @@ precise BN and evaluates on val2017; the main process of every machine writes th
 
 from __future__ import annotations
 
-import json
 import contextlib
 import io
+import json
 import logging
 import re
 import time
