@@ -42,8 +42,9 @@ PUBLISHED_COLUMNS = ("kind", "model", "arch", "pretrain_data", "protocol_id", "m
 RECORD_NAME = re.compile(r"-seed-?\d+\.json$")
 # metric names that are errors (lower is better) when the task does not say
 _LOWER_HINTS = ("calib", "ece", "nll", "error", "err_", "brier", "loss")
-# `data` keys that name where a dataset lives on one machine, not what it is
-_LOCATION_KEYS = ("root", "path", "dir", "cache", "host")
+# `data` keys that name where a dataset (or a list written next to a result) lives on one machine, not what it is;
+# content hashes (`*sha256`) always count
+_LOCATION_KEYS = ("root", "path", "dir", "cache", "host", "file")
 DASH = "—"
 DAGGER = "†"
 
@@ -288,7 +289,8 @@ def order_metrics(present: Iterable[str], preferred: Iterable[str] = ()) -> list
 def data_fingerprint(record: dict[str, Any]) -> str:
     """Hash of what the data *is* (kind, split/list hashes, counts), not where it lives on this machine."""
     data = record.get("data") or {}
-    ident = {k: v for k, v in data.items() if not any(h in k.lower() for h in _LOCATION_KEYS)}
+    ident = {k: v for k, v in data.items()
+             if k.lower().endswith("sha256") or not any(h in k.lower() for h in _LOCATION_KEYS)}
     return sha256_json(ident)[:8]
 
 

@@ -279,3 +279,12 @@ def test_repository_published_csv():
         metrics, _ = lb.task_info(r.protocol_id.split("@")[0])
         if metrics:
             assert r.metric in metrics, (r.protocol_id, r.metric)
+
+
+def test_data_fingerprint_ignores_locations_but_not_content_hashes():
+    from mopro_bench.leaderboard import data_fingerprint
+
+    a = {"data": {"root": "/a", "kind": "imagenet", "subset_file": "/r/a.subset.txt", "subset_file_sha256": "x1"}}
+    b = {"data": {"root": "/b", "kind": "imagenet", "subset_file": "/r/b.subset.txt", "subset_file_sha256": "x1"}}
+    c = {"data": {"root": "/a", "kind": "imagenet", "subset_file": "/r/a.subset.txt", "subset_file_sha256": "x2"}}
+    assert data_fingerprint(a) == data_fingerprint(b) != data_fingerprint(c)
