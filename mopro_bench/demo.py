@@ -189,7 +189,8 @@ def run_demo(out: str | Path = "demo_out", *, scale: str = "tiny", epochs: int =
             try:
                 res = evaluate(spec, task_spec, roots[DATA_FOR[task_name]], overrides=overrides, device=torch.device(device),
                                seed=seed, workers=workers, cache_dir=cache_dir, results_dir=results_dir, options=opts,
-                               name=name, progress=progress)
+                               # detectron2's console log (model dump, per-iteration lines) stays in its log.txt
+                               name=name, progress=progress and task_name != "coco_maskrcnn")
             except BenchError as e:
                 report.failures.append(f"{task_spec} / {name}: {e.line()}")
                 _say(f"FAILED {task_spec} for {name}: {e.line()}")
