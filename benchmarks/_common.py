@@ -158,6 +158,19 @@ def cycled_annotation(root: Path, length: int, out: Path) -> Path:
     return write_annotation(out, [r for r, _ in items], [y for _, y in items])
 
 
+def run_main(main: Callable[[], int]) -> None:
+    """A benchmark script's entry point: user errors print one line and exit 2, like the CLI."""
+    import sys
+
+    from mopro_bench.errors import BenchError
+
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":  # used by bench_ddp.sh: generate (or reuse) a WebVision tree, print its root
     import argparse
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import sys
 
 import _common as C
 import torch
@@ -123,8 +122,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    C.run_main(main)

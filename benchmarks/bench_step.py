@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 
 import _common as C
 import torch
@@ -111,8 +110,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    C.run_main(main)
