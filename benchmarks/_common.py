@@ -29,6 +29,24 @@ def pick(device: torch.device, cpu_value: Any, cuda_value: Any, given: Any = Non
     return cuda_value if device.type == "cuda" else cpu_value
 
 
+def pretrain_config(device: torch.device, args: Any):
+    """The pretraining config a benchmark runs: ``--set`` overrides, then --arch/--image-size/--batch or the device's
+    defaults (resnet18/64 px/32 on CPU, resnet50/224 px/256 on CUDA); the queue must hold whole batches."""
+    from mopro_bench.config import parse_set_args
+    from mopro_bench.errors import BenchError
+    from mopro_bench.pretrain.config import make_config
+
+    overrides = parse_set_args(args.set)
+    overrides.setdefault("model.arch", pick(device, "resnet18", "resnet50", args.arch))
+    overrides.setdefault("aug.image_size", pick(device, 64, 224, args.image_size))
+    overrides.setdefault("data.batch_size", pick(device, 32, 256, args.batch))
+    cfg = make_config(overrides)
+    if cfg.mopro.queue_size % cfg.data.batch_size:
+        raise BenchError(f"mopro.queue_size={cfg.mopro.queue_size} is not a multiple of the batch {cfg.data.batch_size}",
+                         "choose a batch that divides the queue size")
+    return cfg
+
+
 def set_threads(n: int) -> None:
     if n:
         torch.set_num_threads(n)

@@ -28,10 +28,7 @@ import torch
 from _mopro import build
 from torch.utils.data import DataLoader
 
-from mopro_bench.config import parse_set_args
 from mopro_bench.data.webvision import MAX_CLASSES, WebVision, WebVisionTrain
-from mopro_bench.errors import BenchError
-from mopro_bench.pretrain.config import make_config
 from mopro_bench.pretrain.data import GlobalBatchSampler, SeededDataset, TwoViews
 from mopro_bench.runtime import resolve_device
 
@@ -56,14 +53,7 @@ def main(argv=None) -> int:
     C.set_threads(args.threads)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    overrides = parse_set_args(args.set)
-    overrides.setdefault("model.arch", C.pick(device, "resnet18", "resnet50", args.arch))
-    overrides.setdefault("aug.image_size", C.pick(device, 64, 224, args.image_size))
-    overrides.setdefault("data.batch_size", C.pick(device, 32, 256, args.batch))
-    cfg = make_config(overrides)
-    if cfg.mopro.queue_size % cfg.data.batch_size:
-        raise BenchError(f"mopro.queue_size={cfg.mopro.queue_size} is not a multiple of the batch {cfg.data.batch_size}",
-                         "choose a batch that divides the queue size")
+    cfg = C.pretrain_config(device, args)
     workers = C.pick(device, 1, os.cpu_count() or 1, args.workers)
     rnd = max(1, workers)
     warmup = max(C.pick(device, 1, 3, args.warmup), workers)

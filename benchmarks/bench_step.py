@@ -29,9 +29,7 @@ import _common as C
 import torch
 from _mopro import VARIANTS, build, synthetic_batches
 
-from mopro_bench.config import parse_set_args
 from mopro_bench.errors import BenchError
-from mopro_bench.pretrain.config import make_config
 from mopro_bench.runtime import cleanup_distributed, init_distributed
 
 
@@ -63,14 +61,7 @@ def main(argv=None) -> int:
     variants = args.variants or (["naive", "fp32", "bf16"] if cuda else ["naive", "fp32"])
     if info.world_size > 1 and "naive" in variants:
         variants = [v for v in variants if v != "naive"]  # the naive step is single-process
-    overrides = parse_set_args(args.set)
-    overrides.setdefault("model.arch", C.pick(device, "resnet18", "resnet50", args.arch))
-    overrides.setdefault("aug.image_size", C.pick(device, 64, 224, args.image_size))
-    overrides.setdefault("data.batch_size", C.pick(device, 32, 256, args.batch))
-    cfg = make_config(overrides)
-    if cfg.mopro.queue_size % cfg.data.batch_size:
-        raise BenchError(f"mopro.queue_size={cfg.mopro.queue_size} is not a multiple of the batch {cfg.data.batch_size}",
-                         "choose a batch that divides the queue size")
+    cfg = C.pretrain_config(device, args)
     steps = C.pick(device, 5, 20, args.steps)
     world, rank = info.world_size, info.rank
     local = cfg.data.batch_size // world
