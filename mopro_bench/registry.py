@@ -65,6 +65,13 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)  # task-specific CLI options (splits, solver, head, ...)
     batch_size: int | None = None  # evaluation batch size override (feature extraction); not a protocol constant
     progress: bool = True
+    # dataset_id -> mopro_bench.fingerprint.fingerprint_files(...) result for every image list the run read
+    # (filled by features.extract_features, or by a task through record_data); evaluate() copies it into the record.
+    data_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def record_data(self, dataset_id: str, fingerprint: dict[str, Any]) -> None:
+        """Remember the content fingerprint of the images read for ``dataset_id`` (the last call for an id wins)."""
+        self.data_fingerprints[str(dataset_id)] = dict(fingerprint)
 
     def artifact(self, suffix: str) -> Path | None:
         """Path for an artifact saved next to the result, e.g. ``artifact("lowshot.png")``."""
