@@ -45,6 +45,7 @@ def evaluate(
     progress: bool = True,
     trust: bool = False,
     select: str | None = None,
+    source: dict[str, Any] | None = None,
 ) -> EvalOutcome:
     resolved = get_task(task_spec, overrides)
     task, protocol = resolved.task, resolved.protocol
@@ -80,7 +81,7 @@ def evaluate(
         task=task.name,
         protocol={"id": resolved.protocol_id, "name": protocol.name, "version": protocol.version,
                   "description": protocol.description, "params": protocol.params(), "overrides": resolved.overrides},
-        checkpoint=ck.record(),
+        checkpoint={**ck.record(), **({"source": source} if source else {})},  # source: where a zoo:/URL spec came from
         seed=seed,
         data={"root": str(data_root.resolve()), "kind": task.data_kind, **output.data,
               **({"synthetic": True} if is_synthetic(data_root) else {})},  # made by `mopro-bench data synth`
