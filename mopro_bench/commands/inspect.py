@@ -9,7 +9,9 @@ DESCRIPTION = """Load a checkpoint the way `eval` does -- detect its layout, map
 every backbone parameter and buffer is present with the right shape -- and report what was found: detected format,
 architecture and width, parameter count, heads (with their class space), sha256, input preprocessing and coverage
 (what was loaded, filled, kept as a head or left out). Nothing is loaded partially: a file that does not cover the
-backbone is an error naming the first offending keys. `--formats` lists the adapters."""
+backbone is an error naming the first offending keys. A file whose backbone holds NaN/Inf values or negative BatchNorm
+running variances is reported in full, with every bad tensor listed and the line "refused" (what `eval` would say),
+and inspect exits with 2. `--formats` lists the adapters."""
 
 
 def add_checkpoint_args(p, required: bool = True) -> None:
@@ -33,10 +35,13 @@ def add_parser(sub, parents):
     return p
 
 
-def load_from_args(args):
+def load_from_args(args, check_values: bool = True):
     from mopro_bench.checkpoints import load_checkpoint
+    from mopro_bench.hub import resolve_checkpoint
 
-    return load_checkpoint(args.ckpt, arch=args.arch, trust=args.trust_checkpoint, select=args.select, seed=args.seed)
+    r = resolve_checkpoint(args.ckpt, cache_dir=args.cache_dir)  # zoo:NAME / URL -> cached, verified file
+    return load_checkpoint(r.path, arch=args.arch, trust=args.trust_checkpoint, select=args.select or r.select,
+                           seed=args.seed, name=r.name, check_values=check_values)
 
 
 def report(ck) -> dict:
@@ -65,6 +70,7 @@ def report(ck) -> dict:
         "coverage": jsonable(ck.coverage),
         "meta": jsonable({k: v for k, v in ck.meta.items() if k not in ("adapter_description", "selectable")}),
         "warnings": list(ck.meta.get("warnings", [])),
+        "refused": ck.meta.get("refused"),  # why eval would refuse the file (non-finite values, negative BN variance)
     }
 
 
@@ -119,6 +125,11 @@ def print_text(r: dict) -> None:
             rows.append((key.replace("_", " "), str(meta[key])))
     for w in r["warnings"]:
         rows.append(("warning", w))
+    if r.get("refused"):
+        bad = cov.get("nonfinite", []) + cov.get("negative_var", [])
+        rows.append(("refused", f"eval would refuse this file: {r['refused']}"))
+        rows += [("", f"{k}: {'NaN/Inf' if k in cov.get('nonfinite', []) else 'negative running variance'}")
+                 for k in bad[:20]] + ([("", f"... and {len(bad) - 20} more")] if len(bad) > 20 else [])
     for k, v in rows:
         print(f"{k:<12} {v}")
 
@@ -135,9 +146,9 @@ def run(args) -> int:
         return 0
     if not args.ckpt:
         raise BenchError("inspect needs --ckpt", "e.g. `mopro-bench inspect --ckpt moco_v2_800ep_pretrain.pth.tar`")
-    r = report(load_from_args(args))
+    r = report(load_from_args(args, check_values=False))
     if args.json:
         print(json.dumps(r, indent=2))
     else:
         print_text(r)
-    return 0
+    return 2 if r["refused"] else 0

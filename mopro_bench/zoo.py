@@ -1,0 +1,209 @@
+"""The model zoo: published ResNet-50 checkpoints this field compares against, by name (``--ckpt zoo:NAME``).
+
+Every entry's URL was copied from the authors' own page, named in ``url_source`` (README table or, for torchvision,
+``torchvision/models/resnet.py``); none is guessed. ``format`` is the checkpoint adapter that reads the file
+(``mopro-bench inspect --formats``) and ``select`` the network taken from files that hold several. ``published`` is the
+``model`` column of ``leaderboards/published.csv`` whose rows were measured on this checkpoint (None when that file
+holds no numbers for it). Hashes: torchvision's file names carry the first hex digits of the file's SHA-256 (the
+prefix ``torch.hub`` checks); MoCo's README publishes an md5 prefix per file. Files with no published hash are pinned by
+the SHA-256 of their first download (:mod:`mopro_bench.hub`).
+
+Entries are data: :data:`ENTRIES` below. ``register(entry)`` adds one at run time (tests point an entry at a loopback
+server this way), and the environment variable ``MOPRO_BENCH_ZOO`` names a JSON file with a list of extra entries (same
+fields) for private checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mopro_bench.errors import BenchError
+
+ZOO_ENV = "MOPRO_BENCH_ZOO"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str  # zoo:NAME
+    method: str  # e.g. "MoCo v2"
+    url: str
+    url_source: str  # where the URL was read (repository + file + section)
+    format: str  # adapter name (mopro, moco, swav, dino, torchvision, ...)
+    pretrain_data: str
+    epochs: int | None
+    citation: str
+    arch: str = "resnet50"
+    select: str | None = None  # network to take from two-network files
+    published: str | None = None  # `model` in leaderboards/published.csv
+    sha256: str | None = None  # full SHA-256 when the publisher gives one
+    md5_prefix: str | None = None  # MoCo's README: first 8 hex digits of the md5
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        """The file name in the cache: the URL's last path component (unique across the zoo)."""
+        return Path(urlsplit(self.url).path).name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_MOPRO_CITE = "Li, Xiong, Hoi. MoPro: Webly Supervised Learning with Momentum Prototypes. ICLR 2021 (arXiv:2009.07995)"
+_MOPRO_SRC = "github.com/salesforce/MoPro README.md, 'Download MoPro Pre-trained ResNet-50 Models'"
+_MOCO1_CITE = "He, Fan, Wu, Xie, Girshick. Momentum Contrast for Unsupervised Visual Representation Learning. CVPR 2020 " \
+              "(arXiv:1911.05722)"
+_MOCO2_CITE = "Chen, Fan, Girshick, He. Improved Baselines with Momentum Contrastive Learning. arXiv:2003.04297 (2020)"
+_MOCO_SRC = "github.com/facebookresearch/moco README.md, 'Models' table (md5 column)"
+_SWAV_CITE = "Caron, Misra, Mairal, Goyal, Bojanowski, Joulin. Unsupervised Learning of Visual Features by Contrasting " \
+             "Cluster Assignments. NeurIPS 2020 (arXiv:2006.09882)"
+_SWAV_SRC = "github.com/facebookresearch/swav README.md, 'Model Zoo' table"
+_DINO_CITE = "Caron, Touvron, Misra, Jegou, Mairal, Bojanowski, Joulin. Emerging Properties in Self-Supervised Vision " \
+             "Transformers. ICCV 2021 (arXiv:2104.14294)"
+_DINO_SRC = "github.com/facebookresearch/dino README.md, 'Pretrained models' table (ResNet-50 row)"
+_PCL_CITE = "Li, Zhou, Xiong, Hoi. Prototypical Contrastive Learning of Unsupervised Representations. ICLR 2021 " \
+            "(arXiv:2005.04966)"
+_PCL_SRC = "github.com/salesforce/PCL README.md, 'Download Pre-trained Models'"
+_TV_CITE = "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016; weights: torchvision " \
+           "(pytorch/vision)"
+_TV_SRC = "github.com/pytorch/vision torchvision/models/resnet.py, ResNet50_Weights"
+_FB = "https://dl.fbaipublicfiles.com"
+_IN1K = "ImageNet-1k train (1.28M images, labels unused)"
+
+ENTRIES: tuple[ZooEntry, ...] = (
+    ZooEntry("mopro_v1", "MoPro", "https://storage.googleapis.com/sfr-pcl-data-research/MoPro_checkpoint/MoPro_V1_epoch90.tar",
+             _MOPRO_SRC, "mopro", "WebVision V1 (2.4M web images, 1000 ImageNet classes, noisy labels)", 90, _MOPRO_CITE,
+             select="encoder_q", published="MoPro V1",
+             notes="holds encoder_q/encoder_k, a 1000-way WebVision classifier (ImageNet class order) and prototypes"),
+    ZooEntry("mopro_v2", "MoPro", "https://storage.googleapis.com/sfr-pcl-data-research/MoPro_checkpoint/MoPro_V2_epoch90.tar",
+             _MOPRO_SRC, "mopro", "WebVision V2 (web images, 5000 classes, noisy labels)", 90, _MOPRO_CITE,
+             select="encoder_q", published="MoPro V2", notes="classifier is 5000-way (WebVision V2 classes)"),
+    ZooEntry("moco_v1_200ep", "MoCo v1", f"{_FB}/moco/moco_checkpoints/moco_v1_200ep/moco_v1_200ep_pretrain.pth.tar",
+             _MOCO_SRC, "moco", _IN1K, 200, _MOCO1_CITE, select="encoder_q", md5_prefix="b251726a",
+             notes="README linear top-1 60.6"),
+    ZooEntry("moco_v2_200ep", "MoCo v2", f"{_FB}/moco/moco_checkpoints/moco_v2_200ep/moco_v2_200ep_pretrain.pth.tar",
+             _MOCO_SRC, "moco", _IN1K, 200, _MOCO2_CITE, select="encoder_q", md5_prefix="59fd9945",
+             notes="README linear top-1 67.7"),
+    ZooEntry("moco_v2_800ep", "MoCo v2", f"{_FB}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+             _MOCO_SRC, "moco", _IN1K, 800, _MOCO2_CITE, select="encoder_q", md5_prefix="a04e12f8",
+             notes="README linear top-1 71.1"),
+    ZooEntry("swav_800ep", "SwAV", f"{_FB}/deepcluster/swav_800ep_pretrain.pth.tar", _SWAV_SRC, "swav", _IN1K, 800,
+             _SWAV_CITE, notes="batch 4096, multi-crop 2x224+6x96; README linear top-1 75.3"),
+    ZooEntry("swav_400ep", "SwAV", f"{_FB}/deepcluster/swav_400ep_pretrain.pth.tar", _SWAV_SRC, "swav", _IN1K, 400,
+             _SWAV_CITE, notes="batch 4096, multi-crop 2x224+6x96; README linear top-1 74.6"),
+    ZooEntry("swav_200ep", "SwAV", f"{_FB}/deepcluster/swav_200ep_pretrain.pth.tar", _SWAV_SRC, "swav", _IN1K, 200,
+             _SWAV_CITE, notes="batch 4096, multi-crop 2x224+6x96; README linear top-1 73.9"),
+    ZooEntry("swav_100ep", "SwAV", f"{_FB}/deepcluster/swav_100ep_pretrain.pth.tar", _SWAV_SRC, "swav", _IN1K, 100,
+             _SWAV_CITE, notes="batch 4096, multi-crop 2x224+6x96; README linear top-1 72.1"),
+    ZooEntry("deepclusterv2_800ep", "DeepCluster-v2", f"{_FB}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar", _SWAV_SRC,
+             "swav", _IN1K, 800, _SWAV_CITE, notes="batch 4096, multi-crop 2x224+6x96; README linear top-1 75.2"),
+    ZooEntry("dino_resnet50", "DINO", f"{_FB}/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth", _DINO_SRC,
+             "torchvision", _IN1K, None, _DINO_CITE,
+             notes="'backbone only' file (torchvision names, no fc); README k-NN 67.5, linear 75.3; epochs: see the "
+                   "release's args.txt (not stated in the README table)"),
+    ZooEntry("dino_resnet50_full", "DINO",
+             f"{_FB}/dino/dino_resnet50_pretrain/dino_resnet50_pretrain_full_checkpoint.pth", _DINO_SRC, "dino", _IN1K,
+             None, _DINO_CITE, select="teacher",
+             notes="'full checkpoint': teacher and student with projection heads (teacher is the evaluated network)"),
+    ZooEntry("pcl_v1", "PCL v1", "https://storage.googleapis.com/sfr-pcl-data-research/PCL_checkpoint/PCL_v1_epoch200.pth.tar",
+             _PCL_SRC, "moco", _IN1K, 200, _PCL_CITE, select="encoder_q",
+             notes="README: VOC low-shot SVM k=1..16 46.9/56.4/62.8/70.2/74.3, ImageNet linear 61.5"),
+    ZooEntry("pcl_v2", "PCL v2", "https://storage.googleapis.com/sfr-pcl-data-research/PCL_checkpoint/PCL_v2_epoch200.pth.tar",
+             _PCL_SRC, "moco", _IN1K, 200, _PCL_CITE, select="encoder_q", published="PCL v2",
+             notes="README: VOC low-shot SVM k=1..16 47.9/59.6/66.2/74.5/78.3, ImageNet linear 67.6"),
+    ZooEntry("tv_resnet50_v1", "supervised", "https://download.pytorch.org/models/resnet50-0676ba61.pth", _TV_SRC,
+             "torchvision", "ImageNet-1k train (labels)", None, _TV_CITE, published="ImageNet supervised",
+             notes="ResNet50_Weights.IMAGENET1K_V1 (acc@1 76.130, recipe github.com/pytorch/vision/tree/main/references/"
+                   "classification#resnet); the standard supervised ResNet-50 of the 'ImageNet supervised' baseline rows "
+                   "of published.csv (MoPro's robustness table)"),
+    ZooEntry("tv_resnet50_v2", "supervised", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", _TV_SRC,
+             "torchvision", "ImageNet-1k train (labels)", None, _TV_CITE,
+             notes="ResNet50_Weights.IMAGENET1K_V2 (acc@1 80.858 evaluated at resize 232 / crop 224), torchvision's new "
+                   "training recipe (github.com/pytorch/vision/issues/3995#issuecomment-1013906621)"),
+)
+
+_registered: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry | dict[str, Any], *, replace: bool = False) -> ZooEntry:
+    """Add an entry at run time (a private checkpoint, or a test pointing at a loopback server)."""
+    e = entry if isinstance(entry, ZooEntry) else entry_from_dict(entry)
+    if not replace and e.name in {x.name for x in entries()}:
+        raise BenchError(f"zoo entry {e.name!r} exists", "pick another name or pass replace=True")
+    _registered[e.name] = e
+    return e
+
+
+def unregister(name: str) -> None:
+    _registered.pop(name, None)
+
+
+def entry_from_dict(d: dict[str, Any]) -> ZooEntry:
+    known = {f.name for f in fields(ZooEntry)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise BenchError(f"zoo entry {d.get('name')!r} has unknown field(s) {', '.join(unknown)}",
+                         f"use only {', '.join(sorted(known))}")
+    missing = [f for f in ("name", "method", "url", "url_source", "format", "pretrain_data", "epochs", "citation") if f not in d]
+    if missing:
+        raise BenchError(f"zoo entry {d.get('name')!r} lacks {', '.join(missing)}", "give every required field")
+    return ZooEntry(**d)
+
+
+def _env_entries() -> list[ZooEntry]:
+    path = os.environ.get(ZOO_ENV)
+    if not path:
+        return []
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BenchError(f"${ZOO_ENV}={path} is not a readable JSON file ({e})", f"fix the file or unset {ZOO_ENV}") from None
+    if not isinstance(data, list):
+        raise BenchError(f"${ZOO_ENV}={path} must hold a JSON list of entries", "write [{\"name\": ..., \"url\": ...}, ...]")
+    return [entry_from_dict(d) for d in data]
+
+
+def entries() -> list[ZooEntry]:
+    """Built-in entries, then ``$MOPRO_BENCH_ZOO``'s, then registered ones (a later one with the same name wins)."""
+    out: dict[str, ZooEntry] = {e.name: e for e in ENTRIES}
+    for e in _env_entries():
+        out[e.name] = e
+    out.update(_registered)
+    return list(out.values())
+
+
+def get(name: str) -> ZooEntry:
+    by_name = {e.name: e for e in entries()}
+    if name in by_name:
+        return by_name[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, list(by_name), n=3)
+    hint = f"did you mean {', '.join('zoo:' + c for c in close)}?" if close else "`mopro-bench zoo` lists the names"
+    raise BenchError(f"no zoo checkpoint named {name!r}", hint)
+
+
+def by_url(url: str) -> ZooEntry | None:
+    """The zoo entry published at ``url`` (so a pasted zoo URL shares the zoo's cache file and hashes)."""
+    for e in entries():
+        if e.url == url:
+            return e
+    return None
+
+
+def published_counts(path: str | Path | None = None) -> dict[str, int]:
+    """Rows per ``model`` in ``published.csv`` (empty when the file is not there, e.g. an installed wheel)."""
+    from mopro_bench.leaderboard import DEFAULT_PUBLISHED, load_published
+
+    p = Path(path) if path else DEFAULT_PUBLISHED
+    if not p.is_file():
+        return {}
+    counts: dict[str, int] = {}
+    for row in load_published(p):
+        counts[row.model] = counts.get(row.model, 0) + 1
+    return counts
