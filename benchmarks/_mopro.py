@@ -33,7 +33,7 @@ from mopro_bench.runtime import seed_everything
 VARIANTS = {
     "naive": "fp32 NCHW, per-sample prototype loop, out-of-place EMA, SGD defaults",
     "fp32": "trainer mopro_step, fp32 NCHW, fused (CUDA) / foreach (CPU) SGD",
-    "bf16": "trainer mopro_step, bf16 autocast + channels_last on CUDA (the trainer's CUDA default)",
+    "bf16": "trainer mopro_step, bf16 autocast + channels_last on CUDA (run.precision=auto or bf16; the default is fp32)",
     "compile": "as bf16 + torch.compile of the query encoder (run.compile=true)",
 }
 
@@ -64,7 +64,7 @@ def build(cfg: PretrainConfig, device: torch.device, variant: str, *, world: int
     bn_splits = resolve_bn_splits(cfg, world, local_batch)
     seed_everything(cfg.run.seed)
     m = cfg.model
-    model = MoPro(m.arch, m.width, m.num_class, m.low_dim, cfg.mopro.queue_size)
+    model = MoPro(m.arch, m.width, m.num_class, m.low_dim, cfg.mopro.queue_size, m.wide_stem)
     model.set_bn_splits(bn_splits)
     with torch.no_grad():  # every class already has a prototype, as after the first epoch on WebVision
         g = torch.Generator().manual_seed(derive_seed("bench-protos", cfg.run.seed))

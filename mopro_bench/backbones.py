@@ -62,17 +62,20 @@ def check_arch(arch: str, width: int = 1) -> None:
 class Backbone(nn.Module):
     """ResNet trunk (conv1 .. layer4 + global average pool). ``forward`` returns the pooled [N, feature_dim] feature."""
 
-    def __init__(self, arch: str = "resnet50", width: int = 1, stride_in_1x1: bool = False):
+    def __init__(self, arch: str = "resnet50", width: int = 1, stride_in_1x1: bool = False, wide_stem: bool = True):
         super().__init__()
         check_arch(arch, width)
         block, layers = ARCHS[arch]
         self.arch, self.width = arch, width
         self.stride_in_1x1 = bool(stride_in_1x1) and block is Bottleneck
         base = 64 * width
-        self.inplanes = base
+        # wide_stem=False: conv1/bn1 keep 64 channels at any width (MoPro's own resnet.py); True: 64*width (SimCLR/SwAV)
+        stem = base if wide_stem else 64
+        self.wide_stem = bool(wide_stem) or width == 1
+        self.inplanes = stem
         norm = nn.BatchNorm2d
-        self.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm(base)
+        self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm(stem)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, base, layers[0])
@@ -129,8 +132,8 @@ class Backbone(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
-def build_backbone(arch: str = "resnet50", width: int = 1, *, stride_in_1x1: bool = False) -> Backbone:
-    return Backbone(arch, width, stride_in_1x1=stride_in_1x1)
+def build_backbone(arch: str = "resnet50", width: int = 1, *, stride_in_1x1: bool = False, wide_stem: bool = True) -> Backbone:
+    return Backbone(arch, width, stride_in_1x1=stride_in_1x1, wide_stem=wide_stem)
 
 
 def arch_for_blocks(bottleneck: bool, blocks: tuple[int, ...]) -> str | None:

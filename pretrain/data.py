@@ -35,15 +35,25 @@ def weak_transform(a: AugConfig) -> T.Compose:
 
 
 def strong_transform(a: AugConfig) -> T.Compose:
-    """Key view: the weak view + ColorJitter + RandomGrayscale."""
-    ops = [T.RandomResizedCrop(a.image_size, scale=tuple(a.crop_scale))]
-    if a.flip:
-        ops.append(T.RandomHorizontalFlip())
+    """Key view: RandomResizedCrop(scale), then by ``aug.strong_order``
+
+    * ``gray-jitter-flip`` (default, the reference's ``transform_strong`` in MoPro ``DataLoader/dataloader.py``):
+      RandomGrayscale(p) -> ColorJitter(0.4 x4) -> horizontal flip;
+    * ``flip-jitter-gray`` (this suite before; old checkpoints without the field): flip -> ColorJitter -> RandomGrayscale.
+    """
+    ops: list = [T.RandomResizedCrop(a.image_size, scale=tuple(a.crop_scale))]
+    flip = [T.RandomHorizontalFlip()] if a.flip else []
+    jitter: list = []
     if a.color_jitter_p > 0 and any(a.color_jitter):
-        jitter = T.ColorJitter(*a.color_jitter)
-        ops.append(jitter if a.color_jitter_p >= 1 else T.RandomApply([jitter], p=a.color_jitter_p))
-    if a.grayscale_p > 0:
-        ops.append(T.RandomGrayscale(p=a.grayscale_p))
+        j = T.ColorJitter(*a.color_jitter)
+        jitter = [j if a.color_jitter_p >= 1 else T.RandomApply([j], p=a.color_jitter_p)]
+    gray = [T.RandomGrayscale(p=a.grayscale_p)] if a.grayscale_p > 0 else []
+    if a.strong_order == "gray-jitter-flip":
+        ops += gray + jitter + flip
+    elif a.strong_order == "flip-jitter-gray":
+        ops += flip + jitter + gray
+    else:
+        raise ValueError(f"unknown aug.strong_order {a.strong_order!r}")
     return T.Compose(ops + [T.ToTensor(), T.Normalize(a.mean, a.std)])
 
 

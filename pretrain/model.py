@@ -74,11 +74,13 @@ class Encoder(Backbone):
     """ResNet trunk -> pooled feature h -> (classifier logits, L2-normalised embedding of the projection MLP).
 
     Projection MLP: ``fc1`` (D -> D) -> ReLU -> ``fc2`` (D -> low_dim), D = the pooled feature dimension
-    (2048 for ResNet-50), as in the paper.
+    (2048 for ResNet-50), as in the paper. ``wide_stem`` (wide ResNets only): see ``model.wide_stem``; the default
+    (False) keeps conv1 at 64 channels like the reference's resnet.py.
     """
 
-    def __init__(self, arch: str = "resnet50", width: int = 1, num_class: int = 1000, low_dim: int = 128):
-        super().__init__(arch, width)
+    def __init__(self, arch: str = "resnet50", width: int = 1, num_class: int = 1000, low_dim: int = 128,
+                 wide_stem: bool = False):
+        super().__init__(arch, width, wide_stem=wide_stem)
         d = self.feature_dim
         self.classifier = nn.Linear(d, num_class)
         self.fc1 = nn.Linear(d, d)
@@ -100,10 +102,10 @@ class MoPro(nn.Module):
     """Both encoders and MoPro's state. The training step itself lives in :mod:`mopro_bench.pretrain.trainer`."""
 
     def __init__(self, arch: str = "resnet50", width: int = 1, num_class: int = 1000, low_dim: int = 128,
-                 queue_size: int = 8192):
+                 queue_size: int = 8192, wide_stem: bool = False):
         super().__init__()
-        self.encoder_q = Encoder(arch, width, num_class, low_dim)
-        self.encoder_k = Encoder(arch, width, num_class, low_dim)
+        self.encoder_q = Encoder(arch, width, num_class, low_dim, wide_stem)
+        self.encoder_k = Encoder(arch, width, num_class, low_dim, wide_stem)
         self.encoder_k.load_state_dict(self.encoder_q.state_dict())
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)

@@ -63,7 +63,7 @@ def load_model(ckpt: str | Path, overrides: dict[str, Any] | None = None) -> tup
     m = cfg.model
     sd = obj["state_dict"]
     queue_size = sd["queue"].shape[1] if "queue" in sd else cfg.mopro.queue_size
-    model = MoPro(m.arch, m.width, m.num_class, m.low_dim, queue_size)
+    model = MoPro(m.arch, m.width, m.num_class, m.low_dim, queue_size, m.wide_stem)
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:

@@ -140,6 +140,10 @@ def mopro_step(model: MoPro, q_net: nn.Module, optimizer: torch.optim.Optimizer,
         cr = clean_labels(cls_out.detach(), logits_proto.detach(), target, alpha=m.alpha, threshold=m.pseudo_th,
                           num_class=cfg.model.num_class)
         tgt, keep, relab, conf = cr.target, cr.kept, cr.relabelled, cr.confident
+        if m.mask_unseen_protos and bool(relab.any()):
+            # the loss's mask must spare the *cleaned* label: a sample relabelled to a class whose prototype is still
+            # zero would otherwise get logit -inf for its own target (an infinite loss)
+            logits_proto = proto_logits(q, protos, m.temperature, tgt)
     else:
         tgt, keep = target, torch.ones_like(target, dtype=torch.bool)
         relab = conf = torch.zeros_like(keep)
@@ -315,7 +319,7 @@ class Trainer:
 
         seed_everything(cfg.run.seed)
         m = cfg.model
-        self.model = MoPro(m.arch, m.width, m.num_class, m.low_dim, cfg.mopro.queue_size)
+        self.model = MoPro(m.arch, m.width, m.num_class, m.low_dim, cfg.mopro.queue_size, m.wide_stem)
         self.model.set_bn_splits(self.bn_splits)
         cuda = dev.type == "cuda"
         self.channels_last = cuda and cfg.run.channels_last
