@@ -13,11 +13,11 @@ import os
 import sys
 
 from mopro_bench import __version__
-from mopro_bench.errors import BenchError
+from mopro_bench.errors import BenchError, unwrap_error
 
 COMMANDS = (
     "pretrain", "noise_clean", "retrain", "eval", "tasks", "inspect", "export", "data", "leaderboard",
-    "compare", "demo", "env",
+    "compare", "demo", "env", "zoo",
 )
 
 GLOBAL_DEFAULTS = {"device": "auto", "seed": 0, "workers": None, "cache_dir": None}
@@ -36,7 +36,7 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     g = p.add_argument_group("global options (before or after the sub-command)")
     g.add_argument("--device", default=d("auto"), help="auto | cpu | cuda | cuda:N (default: auto)")
-    g.add_argument("--seed", type=int, default=d(0), help="random seed (default: 0)")
+    g.add_argument("--seed", type=int, default=d(0), help="random seed, 0..4294967295 (default: 0)")
     g.add_argument("--workers", type=int, default=d(None), help="data-loader worker processes (default: min(8, cores))")
     g.add_argument("--cache-dir", default=d(None),
                    help="feature/split cache (default: $MOPRO_BENCH_CACHE or ~/.cache/mopro-bench)")
@@ -61,9 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def finalize_globals(args: argparse.Namespace) -> argparse.Namespace:
+    """Defaults of the global options, and their values checked before any work (one line, exit 2)."""
+    from mopro_bench.runtime import check_device_spec, check_seed
+
     for k, v in GLOBAL_DEFAULTS.items():
         if not hasattr(args, k):
             setattr(args, k, v)
+    check_seed(args.seed)
+    check_device_spec(args.device)  # the spelling; whether that device exists is checked where it is used
     if args.workers is None:
         args.workers = min(8, os.cpu_count() or 1)
     if args.workers < 0:
@@ -79,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         finalize_globals(args)
         return int(args.func(args) or 0)
-    except BenchError as e:
-        sys.stderr.write(f"error: {e.line()}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except Exception as e:
+        # a BenchError, or one that a DataLoader worker / spawned process sent back as traceback text
+        err = unwrap_error(e)
+        if err is None:
+            raise  # a bug: keep the traceback (exit 1)
+        sys.stderr.write(f"error: {err.line()}\n")
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

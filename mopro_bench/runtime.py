@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,10 +18,31 @@ import torch.distributed as dist
 
 from mopro_bench.errors import BenchError
 
+DEVICE_SPEC = re.compile(r"^(?:auto|cpu|cuda(?::\d+)?)$")
+SEED_MAX = 2**32 - 1  # numpy's legacy global seed (np.random.seed) takes 0..2**32-1; torch and SeedSequence take more
+
+
+def check_device_spec(spec: str | None) -> str:
+    """The spelling of a ``--device`` value (``auto``, ``cpu``, ``cuda``, ``cuda:N``); whether it exists is
+    :func:`resolve_device`'s business, when the device is used."""
+    s = "auto" if spec is None else str(spec).strip().lower()
+    if not DEVICE_SPEC.match(s):
+        raise BenchError(f"--device {spec!r} is not a device", "use auto, cpu, cuda or cuda:N")
+    return s
+
+
+def check_seed(seed: int) -> int:
+    """``--seed`` must fit every generator it seeds (numpy's legacy seed is the narrowest: 0..2**32-1)."""
+    if seed < 0:
+        raise BenchError(f"--seed {seed} is negative", f"use a seed in 0..{SEED_MAX}")
+    if seed > SEED_MAX:
+        raise BenchError(f"--seed {seed} is larger than {SEED_MAX}", f"use a seed in 0..{SEED_MAX}")
+    return seed
+
 
 def resolve_device(spec: str | None = "auto") -> torch.device:
     """``auto`` -> first CUDA device if present else CPU; ``cpu``; ``cuda``; ``cuda:N``."""
-    spec = (spec or "auto").strip().lower()
+    spec = check_device_spec(spec)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
@@ -35,7 +57,7 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
                 f"use cuda:0..cuda:{torch.cuda.device_count() - 1}",
             )
         return dev
-    raise BenchError(f"--device {spec!r} is not a device", "use auto, cpu, cuda or cuda:N")
+    raise AssertionError(spec)  # pragma: no cover - check_device_spec admits nothing else
 
 
 def seed_everything(seed: int) -> None:
