@@ -263,7 +263,8 @@ def _attempt(url: str, part: Path, *, connect_timeout: float, read_timeout: floa
 
         mode = "ab" if offset else "wb"
         with open(part, mode) as fh, tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                                          desc=label, disable=not progress, file=sys.stderr, leave=False) as bar:
+                                          desc=label, disable=None if progress else True, file=sys.stderr,
+                                          leave=False) as bar:  # None: no bar when stderr is not a terminal
             if offset == 0:
                 fh.truncate(0)
             while True:
