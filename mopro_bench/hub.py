@@ -137,9 +137,10 @@ def read_index(cache_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 
 def _record(cache_dir: str | os.PathLike, url: str, info: dict[str, Any]) -> None:
-    idx = read_index(cache_dir)
-    idx[url] = info
-    atomic_write_json(_index_path(cache_dir), dict(sorted(idx.items())))
+    with _lock(_index_path(cache_dir)):  # read-modify-write: two processes fetching two files keep both entries
+        idx = read_index(cache_dir)
+        idx[url] = info
+        atomic_write_json(_index_path(cache_dir), dict(sorted(idx.items())))
 
 
 @contextlib.contextmanager

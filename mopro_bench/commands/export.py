@@ -7,7 +7,8 @@ from pathlib import Path
 from mopro_bench.commands.inspect import add_checkpoint_args, load_from_args
 
 HELP = "export a checkpoint's backbone as a torchvision state dict or detectron2 pickle"
-DESCRIPTION = """Load and verify a checkpoint (any supported layout), then write its backbone as
+DESCRIPTION = """Load and verify a checkpoint (any supported layout; a file, zoo:NAME or an https:// URL, see `mopro-bench
+zoo`), then write its backbone as
 `--format torchvision`: a bare state dict with torchvision.models.resnet* names (no fc unless --with-classifier), or
 `--format detectron2`: a .pkl {model: {stem.*, res2..res5.*: numpy}, __author__: "mopro-bench",
 matching_heuristics: True} plus the input preprocessing, which `mopro-bench` honours when it reads the file back.
@@ -32,11 +33,11 @@ def run(args) -> int:
     from mopro_bench.io import sha256_file
 
     out = Path(args.out)
-    if not args.ckpt.startswith("random:") and out.exists() and out.resolve() == Path(args.ckpt).resolve():
-        raise BenchError(f"--out {out} is the checkpoint being exported", "write to another file")
     if out.is_dir():
         raise BenchError(f"--out {out} is a directory", "give a file name, e.g. --out backbone.pkl")
-    ck = load_from_args(args)
+    ck = load_from_args(args)  # zoo:NAME and URLs resolve to the verified file in the cache first
+    if ck.format != "random" and out.exists() and out.resolve() == Path(ck.path).resolve():
+        raise BenchError(f"--out {out} is the checkpoint being exported", "write to another file")
     export(ck, args.format, out, with_classifier=args.with_classifier)
     n = len(ck.backbone.state_dict())
     print(f"wrote {out} ({args.format}, {ck.arch} width {ck.width}, from {ck.format} {ck.name}, {n} backbone tensors)")
