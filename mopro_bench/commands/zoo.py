@@ -28,8 +28,15 @@ def _short(text: str) -> str:
 
 def rows(cache_dir) -> list[dict]:
     from mopro_bench import hub, zoo
+    from mopro_bench.errors import BenchError
 
-    counts = zoo.published_counts()
+    try:
+        counts = zoo.published_counts()
+    except BenchError as e:  # a damaged published.csv must not hide the zoo; say so instead
+        import sys
+
+        sys.stderr.write(f"note: published numbers not counted: {e.line()}\n")
+        counts = {}
     out = []
     for e in zoo.entries():
         d = e.to_dict()
