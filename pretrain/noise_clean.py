@@ -40,6 +40,8 @@ class CleanSummary:
     removed: int
     out: Path | None
     truth: dict[str, Any] | None = None
+    warning: str | None = None
+    truth_error: BenchError | None = None
 
     @property
     def relabelled_pct(self) -> float:
@@ -93,12 +95,43 @@ def predict(model: MoPro, paths: list[Path], labels: list[int], cfg: PretrainCon
     return torch.cat(cls_all), torch.cat(proto_all)
 
 
+# noise-clean warns when it would remove more than this fraction of the images (the observed collapse removed 68%)
+REMOVAL_WARN_FRACTION = 0.5
+
+
+def removal_warning(s: CleanSummary) -> str | None:
+    """A warning when cleaning removes most of the data: on real noisy data that is a collapse, not cleaning."""
+    if s.total == 0 or s.removed / s.total <= REMOVAL_WARN_FRACTION:
+        return None
+    return (f"noise-clean removes {s.removed_pct:.0f}% of the training images (keeps {s.kept} of {s.total}): most of the "
+            "data is called out-of-distribution, which usually means noise cleaning collapsed during pretraining rather "
+            "than that most images are noise. Check the run's log.json for a collapse warning; retrain with a longer "
+            "warm-up (mopro.start_clean_epoch about half the run), larger crops on low-resolution images (e.g. "
+            "aug.crop_scale=[0.6,1.0]) and a model.num_class matching the data's classes")
+
+
+def _read_truth(truth_file: str | Path) -> dict[str, Any]:
+    fix = "pass the .truth.json written by `mopro-bench data synth` for this --data, or drop --truth"
+    try:
+        obj = json.loads(Path(truth_file).read_text())
+    except OSError as e:
+        raise BenchError(f"--truth {truth_file} cannot be read ({e.strerror or e})", fix) from None
+    except ValueError as e:
+        raise BenchError(f"--truth {truth_file} is not valid JSON ({e})", fix) from None
+    train = obj.get("train") if isinstance(obj, dict) else None
+    if not isinstance(train, dict) or not all(isinstance(v, dict) and {"kind", "true"} <= v.keys() for v in train.values()):
+        raise BenchError(f"--truth {truth_file} is not a generated dataset's truth file (no train -> kind/true map)", fix)
+    return train
+
+
 def truth_report(truth_file: str | Path, rels: list[str], given: list[int], new: list[int], kept: list[bool]) -> dict[str, Any]:
     """Against a generated dataset's truth file: label accuracy before/after and removal rate per kind."""
-    truth = json.loads(Path(truth_file).read_text())["train"]
+    truth = _read_truth(truth_file)
     missing = [r for r in rels if r not in truth]
     if missing:
-        raise BenchError(f"truth file {truth_file} does not cover {missing[0]}", "pass the .truth.json of this generated dataset")
+        raise BenchError(f"--truth {truth_file} is not this dataset's: it does not cover {len(missing)} of {len(rels)} "
+                         f"training images (e.g. {missing[0]})",
+                         "pass the .truth.json written by `mopro-bench data synth` for this --data, or drop --truth")
     in_dist = [i for i, r in enumerate(rels) if truth[r]["kind"] != "ood"]
     kept_in = [i for i in in_dist if kept[i]]
     before = sum(given[i] == truth[rels[i]]["true"] for i in in_dist) / max(1, len(in_dist))
@@ -116,9 +149,14 @@ def truth_report(truth_file: str | Path, rels: list[str], given: list[int], new:
 def noise_clean(data_root: str | Path, ckpt: str | Path, out: str | Path | None, *, overrides: dict[str, Any] | None = None,
                 device: torch.device | None = None, batch_size: int | None = None, workers: int = 0,
                 truth: str | Path | None = None, annotation: str | None = None, progress: bool = True) -> CleanSummary:
+    from mopro_bench.pretrain.checkpoint import check_out_dir
     from mopro_bench.pretrain.trainer import load_train_set
 
     device = device or torch.device("cpu")
+    if out:  # before the pass over the whole train set, not after it
+        if Path(out).expanduser().is_dir():
+            raise BenchError(f"--out {out} is a directory", "pass a file name, e.g. pseudo_label.json")
+        check_out_dir(Path(out).expanduser().parent)
     model, cfg, _ = load_model(ckpt, overrides)
     ds, samples = load_train_set(data_root, cfg, annotation=annotation)
     rels = [r for r, _ in samples]
@@ -132,8 +170,7 @@ def noise_clean(data_root: str | Path, ckpt: str | Path, out: str | Path | None,
     new = cr.target.tolist()
     n_relab = int((cr.relabelled & cr.kept).sum())
     summary = CleanSummary(total=len(rels), kept=sum(kept), relabelled=n_relab, removed=len(rels) - sum(kept), out=None)
-    if truth:
-        summary.truth = truth_report(truth, rels, given, new, kept)
+    summary.warning = removal_warning(summary)
     if out:
         obj = {
             "images": [r for r, k in zip(rels, kept) if k],
@@ -141,7 +178,15 @@ def noise_clean(data_root: str | Path, ckpt: str | Path, out: str | Path | None,
             "meta": {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt), "data": str(data_root),
                      "alpha": m.alpha, "pseudo_th": m.pseudo_th, "temperature": m.temperature,
                      "num_class": cfg.model.num_class, "total": summary.total, "kept": summary.kept,
-                     "relabelled": summary.relabelled, "removed": summary.removed},
+                     "relabelled": summary.relabelled, "removed": summary.removed, "warning": summary.warning},
         }
         summary.out = atomic_write_json(out, obj)
+    if truth:  # after the pseudo-labels are safely written: a wrong --truth must not lose them
+        try:
+            summary.truth = truth_report(truth, rels, given, new, kept)
+        except BenchError as e:
+            if summary.out is None:
+                raise
+            # the caller reports the written file first, then this error (exit 2)
+            summary.truth_error = BenchError(f"pseudo-labels written to {summary.out}, but {e.message}", e.fix)
     return summary

@@ -22,6 +22,7 @@ One optimizer step (:func:`mopro_step`), for the global batch of B images spread
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -212,6 +213,61 @@ def evaluate_classifier(model: MoPro, samples: list[tuple[Any, int]], image_size
 
 
 # ------------------------------------------------------------------------------------------------------------ trainer
+def train_list_sha256(samples: list[tuple[str, int]]) -> str:
+    """Fingerprint of a train list: sha256 over ``relpath<TAB>label<LF>`` lines in list order (the order fixes which
+    image every sampler index means). Independent of the data root's location, so a moved dataset still resumes."""
+    h = hashlib.sha256()
+    for rel, y in samples:
+        h.update(f"{rel}\t{int(y)}\n".encode())
+    return h.hexdigest()
+
+
+# Noise-cleaning collapse: a cleaning epoch that marks at least this fraction of its samples out-of-distribution, or
+# whose validation top-1 falls by more than this fraction (and by >= COLLAPSE_VAL_POINTS) from the last warm-up
+# epoch's. Observed on low-resolution data with 40% flips + 10% OOD and default crops: ~60% OOD per batch from the
+# first cleaning epoch, val top-1 38% -> 20% (README, "Short runs and small images").
+COLLAPSE_OOD_FRACTION = 0.5
+COLLAPSE_VAL_DROP = 0.25
+COLLAPSE_VAL_POINTS = 5.0
+VAL_KEY = "webvision_val/top1"
+
+
+def collapse_advice(cfg: PretrainConfig) -> str:
+    a, m, o = cfg.aug, cfg.mopro, cfg.optim
+    return (f"likely causes: warm-up too short (mopro.start_clean_epoch={m.start_clean_epoch} of optim.epochs={o.epochs}; "
+            f"try about half the run), crops too aggressive for the image size (aug.crop_scale={list(a.crop_scale)} at "
+            f"aug.image_size={a.image_size}; on low-resolution images use e.g. --set aug.crop_scale=[0.6,1.0]), or a class "
+            f"space that does not match the data (model.num_class={cfg.model.num_class}, class_space="
+            f"{cfg.model.class_space})")
+
+
+def detect_collapse(history: list[dict[str, Any]], *, ood_fraction: float = COLLAPSE_OOD_FRACTION,
+                    val_drop: float = COLLAPSE_VAL_DROP, val_points: float = COLLAPSE_VAL_POINTS) -> str | None:
+    """What looks like a noise-cleaning collapse in the newest epoch record of ``history`` (None: nothing).
+
+    Each record needs ``epoch``, ``cleaning`` (bool), ``samples``, ``ood`` and optionally :data:`VAL_KEY`.
+    Two signs, either is enough: the epoch (a cleaning one) marked >= ``ood_fraction`` of its samples OOD; or its
+    validation top-1 is below ``(1 - val_drop)`` x that of the last warm-up epoch with a validation, and at least
+    ``val_points`` lower."""
+    if not history or not history[-1].get("cleaning"):
+        return None
+    rec = history[-1]
+    signs = []
+    if rec.get("samples"):
+        frac = rec["ood"] / rec["samples"]
+        if frac >= ood_fraction:
+            signs.append(f"{100 * frac:.0f}% of its samples were marked out-of-distribution")
+    warm = [r for r in history[:-1] if not r.get("cleaning") and r.get(VAL_KEY) is not None]
+    if warm and rec.get(VAL_KEY) is not None:
+        before, now = float(warm[-1][VAL_KEY]), float(rec[VAL_KEY])
+        if now < (1 - val_drop) * before and before - now >= val_points:
+            signs.append(f"validation top-1 fell to {now:.1f}% from {before:.1f}% at the last warm-up epoch "
+                         f"({warm[-1]['epoch']})")
+    if not signs:
+        return None
+    return f"noise cleaning looks collapsed at epoch {rec['epoch']}: " + "; ".join(signs)
+
+
 def load_train_set(data_root: str | Path, cfg: PretrainConfig, annotation: str | None = None):
     """The WebVision train set, with labels checked against ``model.num_class`` (never silently dropped)."""
     from mopro_bench.data.webvision import MAX_CLASSES, WebVision
@@ -236,6 +292,7 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     is_main: bool = True
+    warnings: list[str] = field(default_factory=list)
 
 
 class _StopFlag:
@@ -261,6 +318,8 @@ class Trainer:
         self.imagenet = imagenet
         self.extra_signals = extra_signals
         overrides = dict(overrides or {})
+        if self.is_main:
+            ckptlib.check_out_dir(self.out)
         self.resume_path = ckptlib.find_resume(self.out, resume)
         self.resume_obj = ckptlib.load_file(self.resume_path) if self.resume_path else None
         if self.resume_obj is not None:
@@ -304,6 +363,7 @@ class Trainer:
             raise BenchError(f"{len(samples)} training images are fewer than one global batch ({cfg.data.batch_size})",
                              "use a smaller --set data.batch_size (and queue_size a multiple of it)")
         self.num_train = len(samples)
+        self.train_sha256 = train_list_sha256(samples)
         self.dataset = SeededDataset(WebVisionTrain(self.train_ds, TwoViews(cfg.aug)), cfg.run.seed)
         self.sampler = GlobalBatchSampler(self.num_train, cfg.data.batch_size, self.rank, self.world, cfg.run.seed)
         self.val_samples = [(self.train_ds.path(r), y) for r, y in self.train_ds.val_samples() if y < cfg.model.num_class]
@@ -355,7 +415,8 @@ class Trainer:
             "mopro_bench": {"kind": "pretrain", "version": ckptlib.FORMAT_VERSION, "arch": m.arch, "width": m.width,
                             "num_class": m.num_class, "low_dim": m.low_dim, "class_space": m.class_space,
                             "config": cfg.to_dict(), "suite_version": __version__, "world_size": self.world,
-                            "bn_splits": self.bn_splits},
+                            "bn_splits": self.bn_splits,
+                            "precision": "bf16-autocast" if self.amp_dtype else str(self.model.queue.dtype).split(".")[-1]},
             "epoch": epoch_done,
             "arch": self.model.encoder_q.name,
             "state_dict": {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.model.state_dict().items()},
@@ -365,12 +426,59 @@ class Trainer:
             "step": self.global_step,
             "rng": ckptlib.capture_rng(),
             "sampler": {"epoch": sampler_epoch, "batch": sampler_batch, "seed": cfg.run.seed,
-                        "global_batch": cfg.data.batch_size, "num_samples": self.num_train},
+                        "global_batch": cfg.data.batch_size, "num_samples": self.num_train,
+                        "train_list_sha256": self.train_sha256},
             "epoch_stats": [float(v) for v in self.epoch_stats.tolist()],
             "metrics": dict(self.last_metrics),
         }
 
+    def _newest_checkpoint(self) -> str:
+        found = ckptlib.list_checkpoints(self.out)
+        return f"the newest checkpoint is still {found[-1]}" if found else "no checkpoint was written"
+
+    def _diverged(self, epoch: int, batch_idx: int, what: str) -> None:
+        """Stop: a non-finite loss (or weights). Nothing of this state is saved; the last good checkpoint stays newest."""
+        lr = lr_at(self.cfg, epoch)
+        prec = self.cfg.run.precision
+        raise BenchError(
+            f"pretraining diverged: {what} at epoch {epoch}, batch {batch_idx} of {self.sampler.batches_per_epoch} "
+            f"(global step {self.global_step}, lr {lr:.4g}); nothing saved from it, {self._newest_checkpoint()}",
+            f"lower optim.lr (e.g. --set optim.lr={lr / 10:.4g}), check the data (`mopro-bench data check`)"
+            + (f", use run.precision=fp32 (now {prec})" if prec not in ("fp32", "fp64") else "")
+            + "; then run again: --resume auto continues from the last good checkpoint, if there is one")
+
+    def _postfix(self, rec: dict[str, Any], lr: float, epoch: int) -> dict[str, str]:
+        post = {"loss": f"{rec['loss']:.3f}", "lr": f"{lr:.4g}"}
+        if epoch >= self.cfg.mopro.start_clean_epoch:
+            s = dict(zip(STAT_KEYS, self.epoch_stats.tolist()))
+            if s["samples"]:
+                frac = (s["samples"] - s["kept"]) / s["samples"]
+                post["ood"] = f"{100 * frac:.0f}%"
+                if frac >= COLLAPSE_OOD_FRACTION:
+                    post["warning"] = "cleaning collapse? (see log)"
+        if self.collapse_warnings and "warning" not in post:
+            post["warning"] = "cleaning collapsed earlier (see log)"
+        return post
+
+    def _check_collapse(self) -> None:
+        if not self.is_main:
+            return
+        msg = detect_collapse(self.history)
+        if msg is None:
+            return
+        first = not self.collapse_warnings
+        self.collapse_warnings.append(msg)
+        self.history[-1]["warning"] = msg
+        atomic_write_json(self.out / "log.json", self.history)
+        # stdout, next to the epoch lines it explains (the run's log when redirected)
+        print(f"warning: {msg}" + (f"; {collapse_advice(self.cfg)}" if first else ""), flush=True)
+
     def _save(self, epoch_done: int, sampler_epoch: int, sampler_batch: int) -> Path | None:
+        bad = next((k for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        if bad is not None:  # never write non-finite weights over the last good checkpoint
+            ep, b = (sampler_epoch - 1, self.sampler.batches_per_epoch) if sampler_batch == 0 else (sampler_epoch, sampler_batch)
+            self._diverged(ep, b, f"non-finite weights ({bad})")
         path = None
         if self.is_main:
             state = self._state(epoch_done, sampler_epoch, sampler_batch)
@@ -384,6 +492,14 @@ class Trainer:
         if smp["num_samples"] != self.num_train:
             raise BenchError(f"the checkpoint was trained on {smp['num_samples']} images, the data now has {self.num_train}",
                              "resume with the same --data (and annotation) or start a new --out")
+        saved = smp.get("train_list_sha256")
+        if saved is None:
+            print(f"warning: {self.resume_path} predates train-list fingerprints; cannot check that --data and the "
+                  f"annotation are the ones it was trained on ({self.num_train} images, as before)", file=sys.stderr)
+        elif saved != self.train_sha256:
+            raise BenchError(f"the checkpoint was trained on another train list ({self.num_train} images both, but other "
+                             f"images or labels: fingerprint {saved[:12]} vs {self.train_sha256[:12]} now)",
+                             "resume with the same --data and annotation as the run in --out, or start a new --out")
         self.model.load_state_dict(obj["state_dict"])
         self.optimizer.load_state_dict(obj["optimizer"])
         self.global_step = int(obj["step"])
@@ -445,6 +561,7 @@ class Trainer:
         self.global_step = 0
         self.epoch_stats = torch.zeros(len(STAT_KEYS), dtype=torch.float64)
         self.last_metrics: dict[str, Any] = {}
+        self.collapse_warnings: list[str] = []
         self._setup()
         start_epoch, start_batch = 0, 0
         if self.resume_obj is not None:
@@ -493,6 +610,8 @@ class Trainer:
                     self.global_step += 1
                     batch_idx += 1
                     st = stats.double().cpu()
+                    if not torch.isfinite(st[:5]).all():  # the same on every process (the stats are all-reduced)
+                        self._diverged(epoch, batch_idx, f"non-finite loss ({float(st[0])})")
                     self.epoch_stats += st
                     if self.is_main and (self.global_step % max(1, cfg.run.log_every) == 0):
                         rec = {"step": self.global_step, "epoch": epoch, "lr": lr,
@@ -503,7 +622,7 @@ class Trainer:
                             for k in ("loss", "loss_inst", "loss_cls", "loss_proto"):
                                 self.tb.add_scalar(f"train/{k}", rec[k], self.global_step)
                             self.tb.add_scalar("train/lr", lr, self.global_step)
-                        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.4g}")
+                        bar.set_postfix(self._postfix(rec, lr, epoch))
                     if fault_kind == "term" and str(self.global_step) == fault_step:
                         os.kill(os.getpid(), signal.SIGTERM)
                     stop_now = self._agree_stop(stop)
@@ -526,13 +645,14 @@ class Trainer:
                 rec = self._epoch_record(epoch, lr, time.time() - t0, metrics)
                 ckpt_path = self._save(epoch + 1, epoch + 1, 0)
                 self._finish_epoch(rec)
+                self._check_collapse()
                 if self._agree_stop(stop) and not last:
                     result_status = "preempted"
                     break
             if result_status == "preempted":
                 self._log(f"stopped by signal {stop.signum}: saved {ckpt_path}; continue with --resume auto")
             return TrainResult(result_status, self.out, epoch, self.global_step, ckpt_path, self.last_metrics, self.history,
-                               self.is_main)
+                               self.is_main, list(self.collapse_warnings))
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)

@@ -10,7 +10,8 @@ DESCRIPTION = """Apply MoPro's noise-cleaning rule with a trained checkpoint to 
 soft label = alpha*softmax(classifier) + (1-alpha)*softmax(prototype logits); relabel when its max exceeds
 pseudo_th; keep a sample if it was relabelled or its label's score exceeds 1/num_class. Writes
 {"images": [...], "labels": [...]} with the kept samples only -- the train list of `retrain --annotation` and
-`pretrain --annotation`. alpha, pseudo_th and temperature come from the checkpoint (change with --set mopro.alpha=...)."""
+`pretrain --annotation`. alpha, pseudo_th and temperature come from the checkpoint (change with --set mopro.alpha=...).
+Warns when it would remove more than half of the images (a sign that cleaning collapsed during pretraining)."""
 
 
 def add_parser(sub, parents):
@@ -43,4 +44,8 @@ def run(args) -> int:
             print(f"  {kind:<6} n={v['n']:<6} removed {v['removed_pct']:6.2f}%  "
                   f"correct label after {v['correct_after_pct']:6.2f}%")
     print(f"pseudo-labels: {s.out}")
+    if s.warning:
+        print(f"warning: {s.warning}", flush=True)
+    if s.truth_error is not None:
+        raise s.truth_error
     return 0

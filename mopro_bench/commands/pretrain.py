@@ -89,4 +89,8 @@ def run(args) -> int:
                           imagenet=args.imagenet, progress=not args.no_progress, base_config=base)
     if result.status == "done" and result.is_main:
         print(f"done: {result.step} steps; checkpoint {result.checkpoint}")
+        if result.warnings:
+            epochs = [r["epoch"] for r in result.history if r.get("warning")]
+            print(f"warning: noise cleaning looked collapsed in {len(epochs)} epoch(s) ({', '.join(map(str, epochs))}); "
+                  f"see the first warning above and {args.out}/log.json before using this checkpoint or its noise-clean")
     return 0
