@@ -41,7 +41,21 @@ def test_unknown_task_is_one_line_exit_2_in_a_real_process(tmp_path):
 
 def test_usage_error_is_one_line_exit_2(cli):
     code, _, err = cli("eval", "--task", "x")
-    assert code == 2 and err.count("\n") == 1 and "the following arguments are required: --ckpt" in err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: eval needs a checkpoint -- fix: pass --ckpt")
+
+
+@pytest.mark.parametrize("flag,value,why", [
+    ("--batch-size", "-5", "is not a positive integer"),  # was a DataLoader ValueError traceback (exit 1)
+    ("--batch-size", "0", "is not a positive integer"),  # was silently the default batch size (exit 0)
+    ("--batch-size", "abc", "is not an integer"),
+    ("--num-gpus", "0", "is not a positive integer"),
+    ("--num-machines", "-1", "is not a positive integer"),
+    ("--machine-rank", "-1", "is not 0 or more"),
+])
+def test_eval_numeric_flags_are_checked_before_any_work(cli, tmp_path, flag, value, why):
+    code, out, err = cli("eval", "--ckpt", "random:resnet18", "--task", "voc_lowshot", "--data", tmp_path, f"{flag}={value}")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: argument {flag}: ") and why in err and "Traceback" not in err
 
 
 def test_bad_device_and_bad_set(cli, tmp_path):
