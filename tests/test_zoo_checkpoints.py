@@ -153,3 +153,40 @@ def test_url_checkpoint_through_evaluate(server, synth_root, tmp_path):
     assert rec["checkpoint"]["name"] == "tv-resnet18.pth"
     assert rec["metrics"]["top1"] == pytest.approx(expect, abs=1e-6)
     assert np.isfinite(rec["metrics"]["top5"])
+
+
+# the published layout of each distinct (format, select) in the zoo, as mopro_bench.checkpoints.synth writes it
+ZOO_LAYOUTS = {"mopro_v1": "mopro", "moco_v2_800ep": "moco-v2", "moco_v1_200ep": "moco-v1", "pcl_v2": "pcl",
+               "swav_800ep": "swav", "dino_resnet50": "dino-backbone", "dino_resnet50_full": "dino",
+               "tv_resnet50_v1": "torchvision"}
+
+
+def test_each_entry_format_and_network_match_its_published_layout(tmp_path):
+    from mopro_bench.checkpoints import load_checkpoint
+
+    trunk = random_resnet("resnet18", seed=40).state_dict()
+    formats = {(e.format, e.select) for e in zoo.ENTRIES}
+    assert formats == {(zoo.get(n).format, zoo.get(n).select) for n in ZOO_LAYOUTS}  # every kind is covered below
+    for name, layout in ZOO_LAYOUTS.items():
+        e = zoo.get(name)
+        p = tmp_path / f"{name}.pth"
+        write_layout(layout, trunk, p, arch="resnet18", low_dim=16)
+        ck = load_checkpoint(p, select=e.select)
+        assert (ck.format, ck.select) == (e.format, e.select), name
+        assert all(torch.equal(ck.backbone.state_dict()[k], v) for k, v in trunk.items() if not k.startswith("fc.")), name
+
+
+def test_a_file_placed_by_hand_is_used_offline_and_checked(tmp_path, monkeypatch, cli):
+    monkeypatch.setenv(hub.OFFLINE_ENV, "1")
+    trunk = random_resnet("resnet18", seed=41).state_dict()
+    swav = zoo.get("swav_800ep")
+    write_layout("swav", trunk, hub.cache_path(tmp_path, swav.url, swav), arch="resnet18", low_dim=16)
+    r = hub.resolve_checkpoint("zoo:swav_800ep", cache_dir=tmp_path, progress=False)
+    assert (r.name, r.select, r.source["zoo"], r.source["published"]) == ("swav_800ep", None, "swav_800ep", None)
+    rec = hub.read_index(tmp_path)[swav.url]
+    assert rec["how"] == "placed in the cache by hand" and rec["sha256"] == r.source["sha256"]
+    # torchvision's name carries the SHA-256 prefix: a stand-in file there is refused, with the fix
+    tv = zoo.get("tv_resnet50_v1")
+    write_layout("torchvision", trunk, hub.cache_path(tmp_path, tv.url, tv), arch="resnet18")
+    code, _, err = cli("inspect", "--ckpt", "zoo:tv_resnet50_v1", "--cache-dir", tmp_path)
+    assert code == 2 and "does not start with 0676ba61" in err and "fix: delete" in err and len(err.splitlines()) == 1
