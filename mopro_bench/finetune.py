@@ -4,7 +4,16 @@
 and ``torchrun`` (DDP, ``env://``):
 
 * the batch size is global: each of ``W`` ranks takes ``batch_size / W`` images, the learning rate is unchanged;
-* bf16 autocast and channels_last on CUDA; fp32 on CPU;
+* numerical precision from the config (``precision``): ``fp32`` (the published protocols' setting: no autocast, and
+  TF32 switched off for convolutions and matmuls on CUDA while training and evaluating) or ``bf16`` (autocast on the
+  run's device); channels_last on CUDA either way;
+* BatchNorm batch from the config (``bn_batch``): each rank's batch is split into groups of ``bn_batch`` images
+  (strided: group ``j`` holds items ``j, j+G, j+2G, ...``) that go through the network separately, so BatchNorm
+  normalises over ``bn_batch`` images as on ``batch_size / bn_batch`` GPUs without SyncBN; only group 0 updates the
+  running statistics (DDP broadcasts rank 0's buffers) and the loss is the mean of the groups' mean losses (DDP
+  averages the ranks' gradients);
+* ``epoch_order`` (optional): a function ``epoch -> list of dataset indices`` that replaces the seeded shuffle (the
+  "as released" semi-supervised protocol uses it to reproduce per-rank subsets);
 * every epoch's data order and augmentation randomness is a function of ``(seed, epoch, rank)`` only, so a run
   resumed from its last completed epoch ends with exactly the weights of an uninterrupted run;
 * after every ``save_every`` epochs rank 0 writes ``<work_dir>/train_state.pt`` atomically (model, optimizer,
@@ -57,6 +66,8 @@ class TrainConfig:
     save_every: int = 1  # write the resumable state every N epochs (and always after the last)
     sync_bn: bool = False  # SyncBatchNorm across ranks (matters only with >1 GPU)
     label_smoothing: float = 0.0
+    precision: str = "fp32"  # "fp32" (no autocast, no TF32) | "bf16" (autocast)
+    bn_batch: int = 0  # images per BatchNorm group in training; 0 = the whole per-rank batch
 
 
 @dataclass
@@ -101,10 +112,77 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BenchError(f"precision={precision!r} is unknown", "use --set precision=fp32 (the sources' setting) or bf16")
+
+
+def _autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast on ``device`` for ``precision="bf16"``; nothing for fp32."""
+    check_precision(precision)
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device, precision: str):
+    """For ``precision="fp32"`` on CUDA: TF32 off for cuDNN convolutions and matmuls (restored afterwards), so fp32 means
+    fp32 as on the pre-Ampere GPUs the published protocols ran on."""
+    if precision != "fp32" or device.type != "cuda":
+        yield
+        return
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def bn_groups(per_rank: int, bn_batch: int) -> int:
+    """Number of BatchNorm groups a per-rank batch of ``per_rank`` images is split into (1 = no split)."""
+    if bn_batch <= 0 or bn_batch >= per_rank:
+        return 1
+    if per_rank % bn_batch:
+        raise BenchError(f"the per-process batch {per_rank} is not a multiple of bn_batch={bn_batch}",
+                         f"use a number of processes that divides the batch into groups of {bn_batch}, or --set bn_batch=...")
+    return per_rank // bn_batch
+
+
+def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def grouped_forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, groups: int, ce: nn.Module,
+                         amp) -> torch.Tensor:
+    """Mean over BatchNorm groups (strided split of the batch) of each group's mean loss; only group 0 moves the
+    BatchNorm running statistics. Groups with fewer than 2 images are left out (BatchNorm cannot normalise one)."""
+    if groups == 1:
+        with amp:
+            logits = model(x)
+        return ce(logits.float(), y)
+    bns = _bn_modules(model)
+    momenta = [m.momentum for m in bns]
+    losses = []
+    try:
+        for j in range(groups):
+            xs, ys = x[j::groups], y[j::groups]
+            if xs.shape[0] < 2:
+                continue
+            if j > 0:
+                for m in bns:
+                    m.momentum = 0.0  # running stats stay as group 0 left them (rank 0's buffers win under DDP)
+            with amp:
+                logits = model(xs)
+            losses.append(ce(logits.float(), ys))
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+    return torch.stack(losses).mean()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -113,7 +191,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset: Dataset, device: torch.device, *, batch_size: int = 256, workers: int = 0,
-                   progress: bool = True, desc: str = "eval", ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+                   progress: bool = True, desc: str = "eval", ks: Sequence[int] = (1, 5),
+                   precision: str = "fp32") -> dict[str, float]:
     """Top-k accuracy (percent) of ``model`` (eval mode) on ``dataset`` of ``(x, label, index)``, sharded over ranks."""
     from tqdm.auto import tqdm
 
@@ -129,7 +208,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset, device: torch.device, *, 
         x = x.to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.to(memory_format=torch.channels_last)
-        with _autocast(device):
+        with _autocast(device, precision), exact_fp32(device, precision):
             logits = model(x)
         meter.update(logits.float(), y.to(device))
     meter.reduce(device)
@@ -151,7 +230,8 @@ class SupervisedTrainer:
     def __init__(self, model: nn.Module, groups: Sequence[ParamGroup], train_set: Dataset, eval_set: Dataset | None,
                  cfg: TrainConfig, ctx: RunContext, *, run_key: dict[str, Any], frozen: Sequence[nn.Module] = (),
                  resume: bool = False, desc: str = "train", log_dir: str | Path | None = None,
-                 on_epoch_end: Callable[[int], None] | None = None, eval_batch_size: int | None = None):
+                 on_epoch_end: Callable[[int], None] | None = None, eval_batch_size: int | None = None,
+                 epoch_order: Callable[[int], Sequence[int]] | None = None):
         if cfg.epochs < 0:
             raise BenchError(f"epochs={cfg.epochs} is negative", "use --set epochs=N with N >= 0")
         if cfg.batch_size < 1:
@@ -167,6 +247,10 @@ class SupervisedTrainer:
         self.key = sha256_json(run_key)
         self.run_key = run_key
         self.eval_batch_size = eval_batch_size
+        self.epoch_order = epoch_order
+        check_precision(cfg.precision)
+        if cfg.bn_batch < 0:
+            raise BenchError(f"bn_batch={cfg.bn_batch} is negative", "use --set bn_batch=N (0 = the whole per-process batch)")
         self.state_path = Path(ctx.work_dir) / STATE_FILE if ctx.work_dir else None
         for m in self.frozen:
             if any(p.requires_grad for p in m.parameters()):
@@ -228,16 +312,29 @@ class SupervisedTrainer:
         return self.ctx.device
 
     def fit(self) -> FitResult:
+        device = self._device()
+        with exact_fp32(device, self.cfg.precision):
+            return self._fit(device)
+
+    def _fit(self, device: torch.device) -> FitResult:
         from tqdm.auto import tqdm
 
         t_start = time.time()
-        device = self._device()
         rank, world = _world()
         cfg = self.cfg
         if cfg.batch_size % world:
             raise BenchError(f"batch size {cfg.batch_size} is not divisible by the {world} processes",
                              f"use a multiple of {world} (--set batch_size=...) or another number of GPUs")
         per_rank = cfg.batch_size // world
+        groups = bn_groups(per_rank, cfg.bn_batch)
+        if groups > 1 and world > 1:
+            raise BenchError(f"bn_batch={cfg.bn_batch} needs {groups} BatchNorm groups per process with {world} processes; "
+                             "grouped BatchNorm runs on one process or with one group per process",
+                             f"run on one GPU or on {cfg.batch_size // cfg.bn_batch} GPUs, or --set bn_batch={per_rank}")
+        if cfg.sync_bn and cfg.bn_batch not in (0, cfg.batch_size):
+            raise BenchError(f"sync_bn=True normalises over the global batch, but bn_batch={cfg.bn_batch}",
+                             f"--set bn_batch={cfg.batch_size} (or 0) with sync_bn, or sync_bn=False")
+        amp = _autocast(device, cfg.precision)
         model = self.model.to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -280,8 +377,14 @@ class SupervisedTrainer:
                 pg["lr"] = lr_at(base, epoch, cfg.milestones, cfg.gamma)
                 lrs[g.name] = pg["lr"]
             seed_everything(epoch_seed(self.ctx.seed, epoch, rank))
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.ctx.seed, epoch)))
-            shard = perm[:usable][rank::world].tolist()
+            if self.epoch_order is not None:
+                order = [int(i) for i in self.epoch_order(epoch)]
+                if any(i < 0 or i >= n for i in order):
+                    raise ValueError("epoch_order returned an index outside the training set")
+                shard = order[:len(order) - len(order) % world][rank::world]
+            else:
+                perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.ctx.seed, epoch)))
+                shard = perm[:usable][rank::world].tolist()
             loader = DataLoader(Subset(self.train_set, shard), batch_size=per_rank, shuffle=False,
                                 num_workers=self.ctx.workers, pin_memory=device.type == "cuda", drop_last=False)
             train_model.train()
@@ -298,9 +401,7 @@ class SupervisedTrainer:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if device.type == "cuda":
                     x = x.to(memory_format=torch.channels_last)
-                with _autocast(device):
-                    logits = train_model(x)
-                loss = ce(logits.float(), y)
+                loss = grouped_forward_loss(train_model, x, y, groups, ce, amp)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -340,13 +441,13 @@ class SupervisedTrainer:
         best = {k: best_entry[k] for k in ("epoch", "top1", "top5")} if best_entry else {}
         return FitResult(history=history, final=final, best=best, evaluated_epochs=[h["epoch"] for h in evaluated],
                          resumed_from_epoch=resumed_from, world_size=world, per_rank_batch=per_rank,
-                         amp="bf16" if device.type == "cuda" else None, seconds=time.time() - t_start,
+                         amp="bf16" if cfg.precision == "bf16" else None, seconds=time.time() - t_start,
                          skipped_batches=skipped)
 
     def _evaluate(self, model: nn.Module, device: torch.device, desc: str) -> dict[str, float]:
         bs = self.eval_batch_size or self.ctx.batch_size or (256 if device.type == "cuda" else 64)
         r = evaluate_model(model, self.eval_set, device, batch_size=bs, workers=self.ctx.workers,
-                           progress=self.ctx.progress, desc=desc)
+                           progress=self.ctx.progress, desc=desc, precision=self.cfg.precision)
         return {"top1": r["top1"], "top5": r["top5"], "eval_n": r["n"]}
 
     @staticmethod

@@ -12,6 +12,15 @@ Two sources:
 
 Either way the subset is identified by ``sha256`` of its sorted file names (independent of order and newlines),
 which goes into the result record.
+
+A third source reproduces what MoPro's released ``finetune_imagenet.py`` actually trained on (**"as released"**): it
+shuffles ``ImageFolder(train).samples`` with Python's ``random`` and keeps the first ``int(fraction * N)`` -- inside
+each process that ``mp.spawn`` starts, where the parent's ``--seed`` (default None) is never applied -- and then a
+``DistributedSampler`` gives every process ``1/W`` of *its own* list each epoch. So on ``W`` GPUs the model sees ``W``
+independent random (not class-balanced) subsets, ``N (1 - (1 - f)^W)`` distinct images in expectation: about 7.7% of
+ImageNet for "1%" and 57% for "10%" on 8 GPUs. :func:`draw_as_released` draws those ``W`` subsets from a seed
+(``numpy`` generator per rank, independent of how many processes this run uses) and :func:`as_released_epoch_order`
+lays out each epoch as the ``W`` samplers would.
 """
 
 from __future__ import annotations
@@ -153,19 +162,23 @@ class LabelledSubset:
     seed: int | None = None
     per_class: dict[int, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # source-specific record fields (as-released: ranks, union)
 
     def record(self) -> dict[str, Any]:
         counts = list(self.per_class.values())
         return {
             "subset_source": self.source,
             "subset_sha256": self.sha256,
-            "subset_file": self.file,
+            # the list given; a drawn list is written next to the result and listed among the record's artifacts
+            # (its path there is final; a path here could go stale when the record is renamed)
+            "subset_file": self.file if self.source == "file" else None,
             "subset_file_sha256": self.file_sha256,
             "subset_seed": self.seed,
             "subset_size": len(self.indices),
             "subset_classes": len(self.per_class),
             "subset_per_class_min": min(counts) if counts else 0,
             "subset_per_class_max": max(counts) if counts else 0,
+            **self.extra,
         }
 
 
@@ -193,4 +206,74 @@ def resolve_subset(samples: Sequence[tuple[Any, int]], fraction: float, *, subse
         sub = LabelledSubset(indices, sorted(names), "seeded", subset_sha256(names), file=file, file_sha256=file_sha,
                              seed=seed, warnings=warnings)
     sub.per_class = dict(sorted(Counter(int(samples[i][1]) for i in sub.indices).items()))
+    return sub
+
+
+# ------------------------------------------------------------------------------------------------------ as released
+def as_released_size(n_train: int, fraction: float) -> int:
+    """Images per process: ``int(fraction * N)`` as ``finetune_imagenet.py`` truncates (at least one)."""
+    if not 0 < fraction <= 1:
+        raise BenchError(f"subset fraction {fraction} is not in (0, 1]", "use e.g. --set fraction=0.01")
+    return max(1, int(fraction * n_train))
+
+
+def draw_as_released(samples: Sequence[tuple[Any, int]], fraction: float, num_ranks: int, seed: int) -> list[list[int]]:
+    """The ``num_ranks`` per-process subsets (positions in ``samples``, each in its drawn order), each a uniform random
+    ``int(fraction * N)`` images of the whole train list -- not class-balanced, drawn independently per process.
+
+    The candidates are ordered as ``ImageFolder`` lists them (class index, then file name), so the draw depends only on
+    the files, ``seed`` and the rank; process ``r`` uses ``numpy.random.default_rng([seed, r, 0xA5])``.
+    """
+    if num_ranks < 1:
+        raise BenchError(f"num_ranks={num_ranks} is not positive", "use --set num_ranks=8 (or 4)")
+    order = sorted(range(len(samples)), key=lambda i: (int(samples[i][1]), _basename(samples[i][0])))
+    n = as_released_size(len(samples), fraction)
+    out = []
+    for r in range(num_ranks):
+        pick = np.random.default_rng([int(seed), r, 0xA5]).permutation(len(order))[:n]
+        out.append([order[j] for j in pick])
+    return out
+
+
+def expected_union_fraction(fraction: float, num_ranks: int) -> float:
+    """Expected share of the train set in the union of ``num_ranks`` independent uniform ``fraction`` subsets."""
+    return 1.0 - (1.0 - fraction) ** num_ranks
+
+
+def as_released_epoch_order(n_per_rank: int, num_ranks: int, epoch: int, seed: int) -> list[int]:
+    """One epoch of the as-released training, as positions in the rank-major concatenation of the per-process subsets
+    (process ``r``'s ``j``-th image is ``r * n_per_rank + j``).
+
+    Like ``DistributedSampler`` (one permutation per epoch shared by all processes, padded by wrapping to a multiple
+    of ``W``, process ``r`` takes every ``W``-th item from ``r``) applied to each process's own list. The result is
+    interleaved -- item ``i * W + r`` is process ``r``'s ``i``-th image -- so a strided split of any batch of
+    ``W * b`` consecutive items into ``W`` groups gives each group one process's ``b`` images.
+    """
+    if n_per_rank < 1 or num_ranks < 1:
+        raise ValueError("need at least one image and one process")
+    perm = np.random.default_rng([int(seed), int(epoch), 0xD5]).permutation(n_per_rank)
+    total = -(-n_per_rank // num_ranks) * num_ranks
+    padded = np.resize(perm, total)  # wraps around like DistributedSampler's padding
+    per_rank = [padded[r::num_ranks] + r * n_per_rank for r in range(num_ranks)]
+    return np.stack(per_rank, axis=1).reshape(-1).tolist()
+
+
+def resolve_as_released(samples: Sequence[tuple[Any, int]], fraction: float, num_ranks: int, seed: int) -> LabelledSubset:
+    """The as-released subsets as one :class:`LabelledSubset`: ``indices`` is the rank-major concatenation (an image
+    drawn by two processes appears twice), ``names``/``per_class`` describe the union of distinct images."""
+    ranks = draw_as_released(samples, fraction, num_ranks, seed)
+    index_by_name(samples)  # names must identify files unambiguously
+    rank_sha = [subset_sha256([_basename(samples[i][0]) for i in r]) for r in ranks]
+    union = sorted({i for r in ranks for i in r})
+    names = sorted(_basename(samples[i][0]) for i in union)
+    n = len(samples)
+    sub = LabelledSubset(
+        [i for r in ranks for i in r], names, "as-released", sha256_lines([f"{num_ranks} {h}" for h in rank_sha]),
+        seed=seed,
+        extra={"subset_ranks": num_ranks, "subset_per_rank_size": len(ranks[0]), "subset_rank_sha256": rank_sha,
+               "subset_union_size": len(union), "subset_union_fraction": len(union) / n if n else 0.0,
+               "subset_union_sha256": subset_sha256(names),
+               "subset_union_fraction_expected": expected_union_fraction(len(ranks[0]) / n, num_ranks) if n else 0.0},
+    )
+    sub.per_class = dict(sorted(Counter(int(samples[i][1]) for i in union).items()))
     return sub

@@ -38,8 +38,8 @@ the hits are put back in list order by dataset index.
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,28 +56,50 @@ from mopro_bench.checkpoints import IMAGENET_COMPATIBLE, LoadedCheckpoint
 from mopro_bench.data.common import ImageList, eval_transform, normalize
 from mopro_bench.errors import BenchError
 from mopro_bench.features import checkpoint_identity, extract_features
-from mopro_bench.finetune import ParamGroup, SupervisedTrainer, TrainConfig, fit_linear_on_features
+from mopro_bench.finetune import (
+    ParamGroup,
+    SupervisedTrainer,
+    TrainConfig,
+    _autocast,
+    exact_fp32,
+    fit_linear_on_features,
+)
 from mopro_bench.io import sha256_lines
 from mopro_bench.metrics.classification import topk_accuracy
 from mopro_bench.registry import Protocol, RunContext, Task, TaskOutput
 from mopro_bench.runtime import all_gather_cat
-from mopro_bench.subsets import LabelledSubset, resolve_subset
+from mopro_bench.subsets import LabelledSubset, as_released_epoch_order, resolve_as_released, resolve_subset
 
 NUM_CLASSES = 1000
 SELECTION_LAST = "last epoch (best epoch reported as best_top1)"
+SELECTION_BEST = ("best epoch: top1/top5 are from the evaluated epoch with the highest val top-1 (chosen on val itself, "
+                  "as the source reports); last_top1 is the last epoch's")
+REPORTS = ("best-epoch", "last-epoch")
 HEAD_FIX = ("train a linear head with `mopro-bench eval --ckpt CKPT --task imagenet_linear@fast --data IMAGENET "
             "--save-head head.pt`, then pass --head head.pt")
-UNITS = {"top1": "%", "top5": "%", "best_top1": "%"}
+UNITS = {"top1": "%", "top5": "%", "best_top1": "%", "last_top1": "%"}
+TRAIN_METRICS = ("top1", "top5", "best_top1", "last_top1")
 
 
-def _definitions(what: str) -> dict[str, str]:
+def _definitions(what: str, report: str) -> dict[str, str]:
+    when = ("at the evaluated epoch with the highest val top-1 (details.best_epoch; chosen on val, as the source "
+            "reports)" if report == "best-epoch" else "after the last epoch")
     return {
-        "top1": f"top-1 accuracy (%) on the full ImageNet val set after the last epoch ({what})",
-        "top5": f"top-5 accuracy (%) on the full ImageNet val set after the last epoch ({what})",
+        "top1": f"top-1 accuracy (%) on the full ImageNet val set {when} ({what})",
+        "top5": f"top-5 accuracy (%) on the full ImageNet val set {when} ({what})",
         "best_top1": "highest val top-1 (%) over the evaluated epochs (details.evaluated_epochs, every eval_every "
-                     "epochs and the last); the epoch is chosen on val itself, so it is optimistic -- the MoPro paper "
-                     "reports this number; details.best_epoch says which epoch",
+                     "epochs and the last); the epoch is chosen on val itself, so it is optimistic; "
+                     "details.best_epoch says which epoch",
+        "last_top1": "val top-1 (%) after the last epoch (no selection)",
     }
+
+
+def _check_report(p: Any) -> None:
+    if p.report not in REPORTS:
+        raise BenchError(f"report={p.report!r} is unknown", f"use one of {', '.join(REPORTS)}")
+    if p.report == "best-epoch" and getattr(p, "eval_every", 1) < 1:
+        raise BenchError("report=best-epoch needs an evaluation every epoch or every few (eval_every >= 1)",
+                         "--set eval_every=1, or report=last-epoch")
 
 
 # ---------------------------------------------------------------------------------------------------------- protocols
@@ -104,9 +126,16 @@ class SemiSupProtocol(Protocol):
     head_init_std: float = 0.01  # fresh head: weight ~ normal(0, std), bias 0
     backbone_bn: str = "train"  # BatchNorm statistics are updated while finetuning
     sync_bn: bool = False  # SyncBatchNorm across GPUs (no effect on one GPU)
+    # images per BatchNorm group while training (0 = the whole per-process batch). MoPro finetune_imagenet.py runs DDP
+    # without SyncBN, 256 split over the GPUs: 32 per GPU on the 8-GPU setup (see num_ranks), so BN sees 32 images.
+    bn_batch: int = 32
     label_smoothing: float = 0.0
-    eval_every: int = 0  # evaluate every N epochs (0 = after the last epoch only)
-    eval_rule: str = "last epoch; best evaluated epoch reported separately as best_top1"
+    precision: str = "fp32"  # the sources trained in fp32; "bf16" (autocast) is a different protocol (--set -> +hash)
+    eval_every: int = 1  # evaluate every N epochs (and after the last); the sources evaluate after every epoch
+    report: str = "best-epoch"  # top1/top5 = the evaluated epoch with the highest val top-1 | "last-epoch"
+    # subset_source="as-released" only: the number of DDP processes whose independent random subsets are reproduced
+    # (finetune_imagenet.py shuffles the train list inside every spawned process, unseeded); 0 otherwise
+    num_ranks: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,8 +156,9 @@ class LinearProtocol(Protocol):
     hflip: bool = True
     head_init_std: float = 0.01
     backbone_bn: str = "eval"  # frozen backbone, BatchNorm running statistics not updated
-    eval_every: int = 0
-    eval_rule: str = "last epoch; best evaluated epoch reported separately as best_top1"
+    precision: str = "fp32"  # MoCo main_lincls.py trains and evaluates in fp32
+    eval_every: int = 1  # main_lincls.py validates after every epoch
+    report: str = "best-epoch"  # main_lincls.py reports best_acc1, the highest val top-1 over the 100 epochs
 
 
 @dataclass(frozen=True)
@@ -149,6 +179,7 @@ class LinearFastProtocol(Protocol):
     head_init: str = "zeros"
     eval_every: int = 1  # cheap on cached features
     eval_rule: str = "last epoch; best evaluated epoch reported separately as best_top1"
+    report: str = "last-epoch"  # the project's own protocol: no selection on val
 
 
 @dataclass(frozen=True)
@@ -160,21 +191,37 @@ class ValProtocol(Protocol):
     class_spaces: tuple[str, ...] = IMAGENET_COMPATIBLE
 
 
+# The GPU count of MoPro's released finetuning: finetune_imagenet.py spawns one process per visible GPU
+# (torch.cuda.device_count(), `--multiprocessing-distributed` as in the README command) and splits the batch of 256 over
+# them; the README names "a 4-gpu or 8-gpu machine" (section "Training"; salesforce/MoPro README.md @155cae3) and the
+# detection README trains with `--num-gpus 8`. The as-released protocol reproduces the 8-GPU case; --set num_ranks=4
+# bn_batch=64 gives the 4-GPU one (a +hash protocol id).
+AS_RELEASED_RANKS = 8
+
+
 def _semisup(fraction: float) -> dict[str, SemiSupProtocol]:
     pct = "1%" if fraction == 0.01 else "10%"
     swav_lrs = (0.02, 5.0) if fraction == 0.01 else (0.01, 0.2)
+    mopro = SemiSupProtocol(
+        name="mopro", version="2",
+        description=f"finetune all layers on one {pct} subset of ImageNet (MoPro's recipe): lr 0.005, 40 ep, x0.2 at "
+                    "20/30, BN groups of 32, fp32, init from the checkpoint's ImageNet-space classifier when present; "
+                    "top-1 = best of the 40 epochs (evaluated every epoch, as MoPro reports)",
+        fraction=fraction)
     return {
-        "mopro": SemiSupProtocol(
-            name="mopro", version="1",
-            description=f"finetune all layers on {pct} of ImageNet (MoPro): lr 0.005, 40 ep, x0.2 at 20/30, init from "
-                        "the checkpoint's ImageNet-space classifier when present",
-            fraction=fraction),
+        "mopro": mopro,
+        "mopro-as-released": dataclasses.replace(
+            mopro, name="mopro-as-released", version="1",
+            description=f"as MoPro's released finetune_imagenet.py ran on {AS_RELEASED_RANKS} GPUs: each of the "
+                        f"{AS_RELEASED_RANKS} processes draws its own random {pct} of ImageNet train (seeded here) and "
+                        "trains on its share of it; otherwise as @mopro. The protocol of the published 1%/10% numbers",
+            subset_source="as-released", num_ranks=AS_RELEASED_RANKS),
         "swav": SemiSupProtocol(
-            name="swav", version="1",
+            name="swav", version="2",
             description=f"finetune all layers on the SimCLR {pct} list (SwAV): lr {swav_lrs[0]} backbone / "
-                        f"{swav_lrs[1]:g} head, 20 ep, x0.2 at 12/16",
+                        f"{swav_lrs[1]:g} head, 20 ep, x0.2 at 12/16, SyncBN, fp32; top-1 = best epoch (as SwAV reports)",
             fraction=fraction, subset_source="file", lr_backbone=swav_lrs[0], lr_head=swav_lrs[1], epochs=20,
-            milestones=(12, 16), gamma=0.2, classifier_init="fresh", sync_bn=True),
+            milestones=(12, 16), gamma=0.2, classifier_init="fresh", sync_bn=True, bn_batch=0),
     }
 
 
@@ -227,17 +274,33 @@ class ClassifierNet(nn.Module):
         return self.head(self.backbone(x))
 
 
-def _fit_summary(fit: Any) -> tuple[dict[str, float], dict[str, Any]]:
+def _fit_summary(fit: Any, report: str = "last-epoch") -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics of a fit: ``top1``/``top5`` from the epoch ``report`` names (best or last), plus ``best_top1`` and
+    ``last_top1``; ``details.reported_epoch`` is the epoch top1/top5 come from."""
     if not fit.final:
         raise BenchError("nothing was evaluated", "set epochs >= 0 with a val split present")
-    metrics = {"top1": fit.final["top1"], "top5": fit.final["top5"], "best_top1": fit.best["top1"]}
-    details = {"last_epoch": fit.final["epoch"], "best_epoch": fit.best["epoch"], "best_top5": fit.best["top5"],
+    head = fit.best if report == "best-epoch" else fit.final
+    metrics = {"top1": head["top1"], "top5": head["top5"], "best_top1": fit.best["top1"], "last_top1": fit.final["top1"]}
+    details = {"report": report, "reported_epoch": head["epoch"], "last_epoch": fit.final["epoch"],
+               "best_epoch": fit.best["epoch"], "best_top5": fit.best["top5"], "last_top5": fit.final["top5"],
                "evaluated_epochs": fit.evaluated_epochs, "history": fit.history}
     return metrics, details
 
 
 def _list_hash(samples: list[tuple[Path, int]], root: Path) -> str:
     return sha256_lines([f"{_rel(p, root)} {y}" for p, y in samples])
+
+
+def _selection(report: str) -> str:
+    return SELECTION_BEST if report == "best-epoch" else SELECTION_LAST
+
+
+def _record_images(ctx: RunContext, dataset_id: str, samples: list[tuple[Path, int]], root: Path) -> None:
+    """Content fingerprint of images this task reads itself (not through extract_features) into the run's record."""
+    from mopro_bench.fingerprint import fingerprint_files
+
+    ctx.record_data(dataset_id, fingerprint_files([q for q, _ in samples], cache_dir=ctx.cache_dir,
+                                                  names=[_rel(q, root) for q, _ in samples]))
 
 
 # ------------------------------------------------------------------------------------------------------- per-image hits
@@ -272,11 +335,11 @@ class HitEval:
 
 @torch.no_grad()
 def evaluate_hits(model: nn.Module, dataset: Dataset, device: torch.device, *, batch_size: int, workers: int = 0,
-                  progress: bool = True, desc: str = "eval") -> HitEval:
+                  progress: bool = True, desc: str = "eval", precision: str = "fp32") -> HitEval:
     """Top-1/top-5 (percent) of ``model`` (eval mode) on ``dataset`` of ``(x, label, index)`` plus each image's hits.
 
-    The same computation as :func:`mopro_bench.finetune.evaluate_model` (shard ``rank::world``, bf16 autocast and
-    channels_last on CUDA, ``torch.topk`` on float logits); the hits of all ranks are gathered and placed by the
+    The same computation as :func:`mopro_bench.finetune.evaluate_model` (shard ``rank::world``, ``precision`` as in
+    training, channels_last on CUDA, ``torch.topk`` on float logits); the hits of all ranks are gathered and placed by the
     dataset index each item carries, so the vector is in dataset order whatever the sharding.
     """
     from tqdm.auto import tqdm
@@ -291,12 +354,12 @@ def evaluate_hits(model: nn.Module, dataset: Dataset, device: torch.device, *, b
                         num_workers=workers, pin_memory=device.type == "cuda")
     idx_parts, hit_parts = [torch.zeros(0, dtype=torch.long, device=device)], [torch.zeros(0, len(KS), dtype=torch.uint8,
                                                                                             device=device)]
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    amp = _autocast(device, precision)
     for x, y, index in tqdm(loader, desc=desc, disable=not (progress and rank == 0), leave=False):
         x = x.to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.to(memory_format=torch.channels_last)
-        with amp:
+        with amp, exact_fp32(device, precision):
             logits = model(x)
         hit_parts.append(topk_hits(logits.float(), y.to(device)).to(torch.uint8))
         idx_parts.append(torch.as_tensor(index, dtype=torch.long, device=device))
@@ -322,30 +385,41 @@ def evaluate_hits(model: nn.Module, dataset: Dataset, device: torch.device, *, b
 
 
 class HitTrainer(SupervisedTrainer):
-    """:class:`SupervisedTrainer` whose evaluations also keep each val image's hits (:func:`evaluate_hits`);
-    ``last`` is the latest evaluation, i.e. the last epoch's -- the one ``fit().final`` reports."""
+    """:class:`SupervisedTrainer` whose evaluations also keep each val image's hits (:func:`evaluate_hits`), in
+    order (``evals``); ``last`` is the latest evaluation."""
 
     last: HitEval | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.evals: list[HitEval] = []
 
     def _evaluate(self, model: nn.Module, device: torch.device, desc: str) -> dict[str, float]:
         bs = self.eval_batch_size or self.ctx.batch_size or (256 if device.type == "cuda" else 64)
         self.last = evaluate_hits(model, self.eval_set, device, batch_size=bs, workers=self.ctx.workers,
-                                  progress=self.ctx.progress, desc=desc)
+                                  progress=self.ctx.progress, desc=desc, precision=self.cfg.precision)
+        self.evals.append(self.last)
         return {"top1": self.last.top1, "top5": self.last.top5, "eval_n": self.last.n}
 
 
 def _trainer_per_image(trainer: HitTrainer, fit: Any, ids: list[str], details: dict[str, Any]) -> None:
-    """Put the final evaluation's hits into ``details.per_image``, or say in ``details.per_image_skipped`` why not."""
-    last = trainer.last
-    if last is None:
-        details["per_image_skipped"] = ("no evaluation ran in this process (a finished run restored with --resume); "
-                                        "re-run without --resume for per-image data")
-    elif last.hits is None:
+    """Put the hits of the evaluation the metrics report (``details.reported_epoch``) into ``details.per_image``, or say
+    in ``details.per_image_skipped`` why not."""
+    evals = getattr(trainer, "evals", [])
+    epoch = details.get("reported_epoch", fit.final.get("epoch"))
+    evaluated = [h["epoch"] for h in fit.history if "top1" in h]
+    here = dict(zip(evaluated[len(evaluated) - len(evals):], evals)) if evals else {}  # this process's evaluations
+    chosen = here.get(epoch)
+    want = next((h for h in fit.history if h["epoch"] == epoch and "top1" in h), None)
+    if chosen is None:
+        details["per_image_skipped"] = (f"the reported epoch {epoch} was not evaluated in this process (restored with "
+                                        "--resume); re-run without --resume for per-image data")
+    elif chosen.hits is None:
         details["per_image_skipped"] = "the ranks' evaluation shards did not cover the val set exactly once"
-    elif (last.top1, last.top5) != (fit.final.get("top1"), fit.final.get("top5")) or len(last.hits) != len(ids):
-        details["per_image_skipped"] = "the last evaluation is not the one the metrics report"
+    elif want is None or (chosen.top1, chosen.top5) != (want["top1"], want["top5"]) or len(chosen.hits) != len(ids):
+        details["per_image_skipped"] = "the evaluation kept is not the one the metrics report"
     else:
-        details["per_image"] = per_image_record(ids, last.hits, f"val evaluation after epoch {fit.final['epoch']}")
+        details["per_image"] = per_image_record(ids, chosen.hits, f"val evaluation after epoch {epoch}")
 
 
 @torch.no_grad()
@@ -365,13 +439,14 @@ def _linear_hits(weight: torch.Tensor, bias: torch.Tensor, feats: np.ndarray, la
 class _ImageNetSemiSup(Task):
     data_kind = "imagenet"
     default_protocol = "mopro"
-    metrics = ("top1", "top5", "best_top1")
+    metrics = TRAIN_METRICS
     options = ("subset_file", "resume")
     fraction: ClassVar[float]
 
     def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         p: SemiSupProtocol = protocol  # type: ignore[assignment]
         _check_sizes(p)
+        _check_report(p)
         root = Path(data_root)
         train, val = _imagenet_samples(root, "train"), _imagenet_samples(root, "val")
         subset = self._subset(p, train, ctx)
@@ -384,36 +459,65 @@ class _ImageNetSemiSup(Task):
         val_ds = ImageList([q for q, _ in val], [y for _, y in val], eval_transform(p.image_size, p.resize, ck.preprocess))
         cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
                           momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every, sync_bn=p.sync_bn,
-                          label_smoothing=p.label_smoothing)
+                          label_smoothing=p.label_smoothing, precision=p.precision, bn_batch=p.bn_batch)
+        epoch_order = None
+        if subset.source == "as-released":
+            n_rank = subset.extra["subset_per_rank_size"]
+            if p.batch_size % p.num_ranks:
+                raise BenchError(f"batch_size={p.batch_size} does not split over num_ranks={p.num_ranks} processes",
+                                 "use a batch size that is a multiple of num_ranks")
+            if p.bn_batch not in (0, p.batch_size // p.num_ranks) and not p.sync_bn:
+                raise BenchError(f"as released, BatchNorm sees one process's {p.batch_size // p.num_ranks} images, "
+                                 f"but bn_batch={p.bn_batch}", f"--set bn_batch={p.batch_size // p.num_ranks}")
+
+            def epoch_order(epoch: int) -> list[int]:
+                return as_released_epoch_order(n_rank, p.num_ranks, epoch, ctx.seed)
         groups = [ParamGroup("backbone", list(backbone.parameters()), p.lr_backbone, p.weight_decay),
                   ParamGroup("head", list(head.parameters()), p.lr_head, p.weight_decay)]
         run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
                    "checkpoint": checkpoint_identity(ck, ctx.seed), "subset": subset.sha256,
                    "val": _list_hash(val, root), "classifier_init": init_info["rule_applied"]}
+        _record_images(ctx, "imagenet/train-subset", [train[i] for i in sorted(set(subset.indices))], root)
+        _record_images(ctx, "imagenet/val", val, root)
         trainer = HitTrainer(net, groups, train_ds, val_ds, cfg, ctx, run_key=run_key,
                              resume=bool(ctx.option("resume", False)), desc=self.name,
-                             log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
+                             log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None,
+                             epoch_order=epoch_order)
         fit = trainer.fit()
-        metrics, details = _fit_summary(fit)
+        metrics, details = _fit_summary(fit, p.report)
         _trainer_per_image(trainer, fit, [_rel(q, root) for q, _ in val], details)
         details.update({
             "classifier_init": init_info, "subset_warnings": subset.warnings,
             "world_size": fit.world_size, "per_rank_batch": fit.per_rank_batch, "amp": fit.amp,
+            "precision": p.precision, "bn_batch": p.bn_batch,
             "resumed_from_epoch": fit.resumed_from_epoch, "skipped_batches": fit.skipped_batches,
             "train_images": len(train_items), "work_dir": str(ctx.work_dir) if ctx.work_dir else None,
         })
         data = {"train_list_sha256": _list_hash(train, root), "val_list_sha256": _list_hash(val, root),
                 "train_images_total": len(train), "val_images": len(val), **subset.record()}
         artifacts = [subset.file] if subset.source == "seeded" and subset.file else []
-        return TaskOutput(metrics=metrics, details=details, selection=SELECTION_LAST, data=data, artifacts=artifacts,
-                          metric_units=dict(UNITS), metric_definitions=_definitions(
-                              "finetuned on the given subset list" if subset.source == "file"
-                              else f"finetuned on a class-balanced draw with seed {subset.seed}"))
+        if subset.source == "file":
+            what = "finetuned on the given subset list"
+        elif subset.source == "seeded":
+            what = f"finetuned on a class-balanced draw with seed {subset.seed}"
+        else:
+            what = (f"finetuned as released: {p.num_ranks} processes, each on its own random draw (seed {subset.seed}); "
+                    f"{subset.extra['subset_union_size']} distinct images in all")
+        return TaskOutput(metrics=metrics, details=details, selection=_selection(p.report), data=data,
+                          artifacts=artifacts, metric_units=dict(UNITS), metric_definitions=_definitions(what, p.report))
 
     def _subset(self, p: SemiSupProtocol, train: list[tuple[Path, int]], ctx: RunContext) -> LabelledSubset:
         given = ctx.option("subset_file")
-        if p.subset_source not in ("file", "seeded", "file-or-seeded"):
-            raise BenchError(f"subset_source={p.subset_source!r} is unknown", "use file, seeded or file-or-seeded")
+        if p.subset_source not in ("file", "seeded", "file-or-seeded", "as-released"):
+            raise BenchError(f"subset_source={p.subset_source!r} is unknown",
+                             "use file, seeded, file-or-seeded or as-released")
+        if p.subset_source == "as-released":
+            if given:
+                raise BenchError(f"{self.name}@{p.name} draws one random subset per process as MoPro's released code did; "
+                                 "--subset-file does not apply", f"drop --subset-file, or use {self.name}@mopro")
+            if p.num_ranks < 1:
+                raise BenchError("subset_source=as-released needs num_ranks >= 1", "--set num_ranks=8")
+            return resolve_as_released(train, p.fraction, p.num_ranks, ctx.seed)
         if p.subset_source == "file" and not given:
             pct = f"{p.fraction * 100:g}percent.txt"
             raise BenchError(
@@ -471,19 +575,21 @@ class ImageNetLinear(Task):
     data_kind = "imagenet"
     protocols = {
         "moco": LinearProtocol(
-            name="moco", version="1",
-            description="frozen backbone (BN eval), SGD lr 30, 100 ep, x0.1 at 60/80, RandomResizedCrop+flip (MoCo)"),
+            name="moco", version="2",
+            description="frozen backbone (BN eval), SGD lr 30, 100 ep, x0.1 at 60/80, RandomResizedCrop+flip, fp32; "
+                        "top-1 = best of the 100 epochs (evaluated every epoch), as MoCo's main_lincls.py reports"),
         "fast": LinearFastProtocol(
             name="fast", version="1",
             description="softmax head on cached centre-crop features (standardised, AdamW 1e-3, 30 ep cosine); "
                         "minutes on a GPU, not comparable to @moco"),
     }
     default_protocol = "moco"
-    metrics = ("top1", "top5", "best_top1")
+    metrics = TRAIN_METRICS
     options = ("save_head", "resume")
 
     def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         _check_sizes(protocol)
+        _check_report(protocol)
         root = Path(data_root)
         train, val = _imagenet_samples(root, "train"), _imagenet_samples(root, "val")
         if isinstance(protocol, LinearFastProtocol):
@@ -502,8 +608,9 @@ class ImageNetLinear(Task):
         data = {"train_list_sha256": _list_hash(train, root), "val_list_sha256": _list_hash(val, root),
                 "train_images": len(train), "val_images": len(val)}
         what = "linear head on the frozen backbone"
-        return TaskOutput(metrics=metrics, details=details, selection=SELECTION_LAST, data=data, artifacts=artifacts,
-                          metric_units=dict(UNITS), metric_definitions=_definitions(what))
+        report = protocol.report  # type: ignore[attr-defined]
+        return TaskOutput(metrics=metrics, details=details, selection=_selection(report), data=data, artifacts=artifacts,
+                          metric_units=dict(UNITS), metric_definitions=_definitions(what, report))
 
     def _moco(self, p: LinearProtocol, ck: LoadedCheckpoint, root: Path, train, val, ctx: RunContext):
         backbone = copy.deepcopy(ck.backbone)
@@ -514,17 +621,20 @@ class ImageNetLinear(Task):
         train_ds = ImageList([q for q, _ in train], [y for _, y in train], _train_transform(p, ck))
         val_ds = ImageList([q for q, _ in val], [y for _, y in val], eval_transform(p.image_size, p.resize, ck.preprocess))
         cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
-                          momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every)
+                          momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every, precision=p.precision)
         run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
                    "checkpoint": checkpoint_identity(ck, ctx.seed), "train": len(train), "val": len(val)}
+        _record_images(ctx, "imagenet/train", train, root)
+        _record_images(ctx, "imagenet/val", val, root)
         trainer = HitTrainer(net, [ParamGroup("head", list(head.parameters()), p.lr, p.weight_decay)], train_ds,
                              val_ds, cfg, ctx, run_key=run_key, frozen=[backbone],
                              resume=bool(ctx.option("resume", False)), desc=self.name,
                              log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
         fit = trainer.fit()
-        metrics, details = _fit_summary(fit)
+        metrics, details = _fit_summary(fit, p.report)
         _trainer_per_image(trainer, fit, [_rel(q, root) for q, _ in val], details)
         details.update({"world_size": fit.world_size, "per_rank_batch": fit.per_rank_batch, "amp": fit.amp,
+                        "precision": p.precision,
                         "resumed_from_epoch": fit.resumed_from_epoch, "skipped_batches": fit.skipped_batches,
                         "work_dir": str(ctx.work_dir) if ctx.work_dir else None})
         return metrics, details, head.weight.detach().cpu(), head.bias.detach().cpu()
@@ -545,7 +655,7 @@ class ImageNetLinear(Task):
             epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay, optimizer=p.optimizer,
             momentum=p.momentum, schedule=p.schedule, feature_norm=p.feature_norm, eval_every=p.eval_every,
             seed=ctx.seed, device=ctx.device, progress=ctx.progress)
-        metrics, details = _fit_summary(fit)
+        metrics, details = _fit_summary(fit, p.report)
         hits = _linear_hits(fit.weight, fit.bias, xva, [y for _, y in val], ctx.device)
         details["per_image"] = per_image_record(
             [_rel(q, root) for q, _ in val], hits,
