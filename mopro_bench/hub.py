@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import os
 import re
 import socket
@@ -315,6 +316,8 @@ def download(url: str, dest: Path, *, progress: bool = True, connect_timeout: fl
             why = f"HTTP {e.code} {e.reason}"
         except _Stalled as e:
             why = str(e)
+        except http.client.HTTPException as e:  # IncompleteRead of a chunked body, a malformed response
+            why = f"{type(e).__name__} from the server"
         except urllib.error.URLError as e:
             reason = e.reason
             if isinstance(reason, (socket.timeout, TimeoutError)):
@@ -343,6 +346,10 @@ def fetch(url: str, cache_dir: str | os.PathLike, *, entry: zoo.ZooEntry | None 
         raise BenchError(f"unsupported URL scheme in {url!r}", "use https://, http:// or file://")
     entry = entry or zoo.by_url(url)
     dest = cache_path(cache_dir, url, entry)
+    if scheme == "file" and not dest.is_file():
+        src = Path(urllib.request.url2pathname(urlsplit(url).path))
+        if not src.is_file():
+            raise BenchError(f"{url}: there is no file {src}", "check the path (file:///absolute/path/to/file.pth)")
     exp = _expected(url, entry)
     with _lock(dest):
         index = read_index(cache_dir)

@@ -288,6 +288,8 @@ def test_file_url_is_copied_into_the_cache(tmp_path):
     assert Path(r.path).is_relative_to(tmp_path / "cache" / "checkpoints")
     os.remove(src)  # the cache copy is what is used from now on
     assert hub.resolve_checkpoint(url, cache_dir=tmp_path / "cache", progress=False).path == r.path
+    with pytest.raises(BenchError, match="there is no file"):
+        hub.resolve_checkpoint((tmp_path / "nothing.pth").as_uri(), cache_dir=tmp_path / "cache", progress=False)
 
 
 def test_md5_prefix_of_a_zoo_entry_is_checked(server, tmp_path):
