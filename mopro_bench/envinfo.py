@@ -98,3 +98,39 @@ def collect() -> dict[str, Any]:
         info[dist] = _version(dist) or "not installed"
     info["detectron2"] = detectron2_status()
     return info
+
+
+def data_status(roots, check: bool = True) -> dict[str, dict[str, Any]]:
+    """For every dataset KIND: its root (from ``--data`` or the config file, see :class:`mopro_bench.config.DataRoots`),
+    where that came from, and whether the tree passes ``mopro-bench data check`` (not ``--deep``).
+
+    Per kind: ``root`` (None when not set), ``source``, ``status`` ("not set" | "ok" | "usable with warnings" |
+    "not usable" | "not checked") and ``message`` (the first error or warning)."""
+    from mopro_bench.data import KINDS
+    from mopro_bench.data.check import check as check_tree
+    from mopro_bench.errors import BenchError
+
+    out: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        hit = roots.lookup(kind)
+        if hit is None:
+            out[kind] = {"root": None, "source": None, "status": "not set", "message": None}
+            continue
+        root, source = hit
+        entry: dict[str, Any] = {"root": str(root), "source": source, "status": "not checked", "message": None}
+        if check:
+            try:
+                report = check_tree(kind, root, deep=False)
+            except BenchError as e:
+                entry.update(status="not usable", message=e.line())
+            except OSError as e:  # unreadable tree: report, do not crash `env`
+                entry.update(status="not usable", message=f"{type(e).__name__}: {e}")
+            else:
+                if report.errors:
+                    entry.update(status="not usable", message=report.errors[0])
+                elif report.warnings:
+                    entry.update(status="usable with warnings", message=report.warnings[0])
+                else:
+                    entry["status"] = "ok"
+        out[kind] = entry
+    return out

@@ -132,12 +132,15 @@ def test_roots_from_config_file_flag_wins_and_a_missing_root_fails_one_pair(cli,
     link.symlink_to(env["data"]["imagenet-r"], target_is_directory=True)
     (clean_config / "mopro-bench.toml").write_text('[data]\nvoc07 = "/nonexistent/voc"\nimagenet-r = "imr"\n')
     res = tmp_path / "res"
-    code, out, err = cli("eval", "--ckpt", env["ckpts"][0], "--task", TASKS, *SETS, *data_flags(env, "voc07"),
+    url = env["ckpts"][0].resolve().as_uri()  # a URL goes through mopro_bench.hub (file:// stays offline)
+    code, out, err = cli("eval", "--ckpt", url, "--task", TASKS, *SETS, *data_flags(env, "voc07"),
                          "--cache-dir", env["cache"], "--results-dir", res, *FAST)
     assert code == 2
     recs = [read_record(p) for p in res.rglob("*.json")]
     assert sorted(r["task"] for r in recs) == ["imagenet_r", "voc_lowshot"]
     assert {r["data"]["root"] for r in recs} == {str(env["data"]["voc07"].resolve()), str(link.resolve())}
+    sha = sha256_file(env["ckpts"][0])
+    assert [(r["checkpoint"]["source"]["url"], r["checkpoint"]["source"]["sha256"]) for r in recs] == [(url, sha)] * 2
     line = next(ln for ln in err.splitlines() if "imagenet_a: FAILED" in ln)
     assert "no imagenet-a dataset root for task imagenet_a" in line
     assert "--data imagenet-a=PATH" in line and 'imagenet-a = "PATH" under [data] in ' in line and "mopro-bench.toml" in line

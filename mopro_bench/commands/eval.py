@@ -56,7 +56,7 @@ def add_parser(sub, parents):
                        description=DESCRIPTION)
     p.add_argument("--ckpt", action="append", metavar="CKPT",
                    help="checkpoint file (MoPro, MoCo, PCL, SwAV, DINO, torchvision, timm, detectron2 .pkl, ...), "
-                        "zoo:NAME (`mopro-bench zoo list`), an https:// URL, or random:ARCH (e.g. random:resnet50); "
+                        "zoo:NAME (`mopro-bench zoo` lists them), an https:// URL, or random:ARCH (e.g. random:resnet50); "
                         "repeat for several")
     p.add_argument("--task", action="append", metavar="TASK[@PROTOCOL][,...]",
                    help="task or task@protocol; comma-separated or repeated for several")
