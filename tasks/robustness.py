@@ -4,7 +4,12 @@ Tasks (protocol ``hendrycks``, the default of each)::
 
     imagenet_r                 ImageNet-Rendition (30,000 images, 200 classes)    data kind imagenet-r
     imagenet_a                 ImageNet-A natural adversarial (7,500 images, 200)  data kind imagenet-a
-    imagenet_val_calibration   ImageNet val (50,000 images, all 1000 classes)      data kind imagenet
+    imagenet_val_calibration   ImageNet val                                         data kind imagenet
+        @hendrycks (default): "ImageNet-200", the 10,000 val images of the 200 ImageNet-R classes, softmax over those
+                   200 logits -- the in-distribution reference Hendrycks et al.'s imagenet-r eval.py prints next to
+                   ImageNet-R (symlinked val folders of `imagenet_r_wnids`, logits masked with `imagenet_r_mask`;
+                   hendrycks/imagenet-r eval.py @44d3a1d)
+        @in1k:     all 50,000 val images and all 1000 logits (the project's own in-distribution reference)
 
 Each needs a classifier in the ImageNet-1k class space: the checkpoint's own (supervised torchvision, MoPro's
 WebVision-1k classifier) or a head file trained by ``imagenet_linear --save-head`` and passed with ``--head``.
@@ -44,9 +49,10 @@ from mopro_bench.resources import imagenet1k_wnids, imagenet_a_wnids, imagenet_r
 
 METRICS = ("top1", "calib_rms", "ece15", "nll", "brier")
 HIGHER_IS_BETTER = {"top1": True, "calib_rms": False, "ece15": False, "nll": False, "brier": False}
+IMAGENET200_VAL_SIZE = 200 * 50  # ImageNet val has 50 images per class
 HEAD_FIX = ("train one with `mopro-bench eval --ckpt {ckpt} --task imagenet_linear@fast --data IMAGENET --save-head head.pt`, "
             "then pass `--head head.pt`")
-SUBSET_RULES = ("dataset-wnids", "all-1000")
+SUBSET_RULES = ("dataset-wnids", "all-1000", "imagenet-r-200")
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ class CalibrationProtocol(Protocol):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     # which logits are kept before the softmax: "dataset-wnids" = the positions of the dataset's official wnid list
-    # (200 for ImageNet-R/-A) in the sorted ImageNet-1k list; "all-1000" = every class (ImageNet val)
+    # (200 for ImageNet-R/-A) in the sorted ImageNet-1k list; "all-1000" = every class (ImageNet val);
+    # "imagenet-r-200" = the 200 ImageNet-R classes, and only the images of those classes are scored (ImageNet-200)
     class_subset: str = "dataset-wnids"
     calib_bin_size: int = 100  # RMS calibration error: samples per confidence-sorted bin (calib_err's beta)
     calib_drop_last_bin: bool = True  # True reproduces the original: the most confident bin is not summed
@@ -261,8 +268,22 @@ class _CalibrationTask(Task):
             raise BenchError("ece_bins and calib_bin_size must be >= 1", "fix the --set value")
         lin, clf_info = imagenet_classifier(model, ctx.option("head"))
         samples, rel_root, wnids, data_info = self.dataset(Path(data_root))
+        official = self.official_size
+        if p.class_subset == "imagenet-r-200":  # ImageNet-200: the images of the 200 ImageNet-R classes only
+            mask = imagenet_class_mask(imagenet_r_wnids())
+            keep = set(mask.tolist())
+            n_all = len(samples)
+            samples = [(q, y) for q, y in samples if int(y) in keep]
+            data_info = {**data_info, "class_list": "imagenet_r_wnids", "images_outside_classes": n_all - len(samples)}
+            official = IMAGENET200_VAL_SIZE if self.data_kind == "imagenet" else official
+            if not samples:
+                raise BenchError(f"no images of the 200 ImageNet-R classes under {data_root}",
+                                 "pass the ImageNet root (val/<wnid>/ of the 200 classes), or use the @in1k protocol")
+        elif p.class_subset == "dataset-wnids":
+            mask = imagenet_class_mask(wnids)
+        else:
+            mask = np.arange(1000, dtype=np.int64)
         check_sample_count(len(samples), p, f"{self.data_kind} at {data_root}")
-        mask = imagenet_class_mask(wnids) if p.class_subset == "dataset-wnids" else np.arange(1000, dtype=np.int64)
         labels = labels_in_subset(np.array([y for _, y in samples]), mask)
         paths = [s for s, _ in samples]
         rel = [str(Path(s).relative_to(rel_root)) for s in paths]
@@ -274,8 +295,8 @@ class _CalibrationTask(Task):
         details["per_image"] = per_image_top1(rel, scores.correct, p.percent)
         details.update({"classifier": clf_info, "input_preprocess": pre_info,
                         "kept_imagenet_indices_sha256": sha256_lines([str(i) for i in mask.tolist()])})
-        if self.official_size and len(samples) != self.official_size:
-            details["partial_dataset"] = f"{len(samples)} of the official {self.official_size} images"
+        if official and len(samples) != official:
+            details["partial_dataset"] = f"{len(samples)} of the official {official} images"
             print(f"warning: {self.name}: {details['partial_dataset']}; numbers are not comparable to published ones",
                   file=sys.stderr)
         artifacts = []
@@ -335,10 +356,16 @@ class ImageNetA(_RATask):
 
 class ImageNetValCalibration(_CalibrationTask):
     name = "imagenet_val_calibration"
-    description = "ImageNet val (1000 classes): top-1 and calibration, the in-distribution reference for imagenet_r/a"
+    description = ("ImageNet val: top-1 and calibration, the in-distribution reference for imagenet_r/a (@hendrycks: "
+                   "ImageNet-200, the 200 ImageNet-R classes; @in1k: all 1000)")
     data_kind = "imagenet"
     official_size = IMAGENET_SIZES["val"]
-    protocols = {"hendrycks": _hendrycks("ImageNet val", 1000, "all-1000")}
+    protocols = {
+        "hendrycks": dataclasses.replace(
+            _hendrycks("ImageNet-200 (ImageNet val images of the 200 ImageNet-R classes)", 200, "imagenet-r-200"),
+            version="2"),
+        "in1k": dataclasses.replace(_hendrycks("ImageNet val, all 1000 classes", 1000, "all-1000"), name="in1k"),
+    }
 
     def dataset(self, data_root: Path):
         from mopro_bench.data.imagenet import ImageNetFolder
@@ -355,4 +382,5 @@ IMAGENET_A = ImageNetA()
 IMAGENET_VAL_CALIBRATION = ImageNetValCalibration()
 
 # the class lists each task masks with (for tests and docs)
-TASK_WNIDS = {"imagenet_r": imagenet_r_wnids, "imagenet_a": imagenet_a_wnids, "imagenet_val_calibration": imagenet1k_wnids}
+TASK_WNIDS = {"imagenet_r": imagenet_r_wnids, "imagenet_a": imagenet_a_wnids,
+              "imagenet_val_calibration": imagenet_r_wnids}  # @hendrycks; @in1k keeps all of imagenet1k_wnids

@@ -9,6 +9,7 @@ of a 1000-row matrix; every other row has weight 0 and bias -30 (a probe that ne
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def checkpoint(weight=None, bias=None, class_space="imagenet1k"):
 
 
 def run(env, ck, task, tmp_path, overrides=SMALL, **kw):
-    kind = {"imagenet_r": "imagenet-r", "imagenet_a": "imagenet-a", "imagenet_val_calibration": "imagenet"}[task]
+    kind = {"imagenet_r": "imagenet-r", "imagenet_a": "imagenet-a", "imagenet_val_calibration": "imagenet"}[task.split("@")[0]]
     return evaluate(ck, task, env["roots"][kind], overrides=overrides, cache_dir=env["cache"], results_dir=tmp_path / "res",
                     progress=False, **kw)
 
@@ -162,23 +163,61 @@ def test_published_protocol_refuses_too_few_images(env, tmp_path):
         run(env, checkpoint(env["weight"], env["bias"]), "imagenet_r", tmp_path, overrides={"resize": 64, "crop": 64})
 
 
-def test_imagenet_val_calibration_keeps_all_1000_classes(env, tmp_path):
-    rec = run(env, checkpoint(env["weight"], env["bias"]), "imagenet_val_calibration", tmp_path,
+def test_imagenet_val_calibration_in1k_keeps_all_1000_classes(env, tmp_path):
+    rec = run(env, checkpoint(env["weight"], env["bias"]), "imagenet_val_calibration@in1k", tmp_path,
               overrides={**SMALL, "calib_bin_size": 10}).record
     assert rec["details"]["n_classes_kept"] == 1000 and rec["data"]["split"] == "val"
     assert rec["details"]["n_images"] == 32 and rec["details"]["calib_rms_bins"]["bins_summed"] == 2
     assert rec["metrics"]["top1"] >= 40.0  # in-distribution: higher than on the renditions
 
 
+@pytest.fixture(scope="module")
+def imagenet_with_other_class(env, tmp_path_factory):
+    """The generated ImageNet plus 12 val images of n01440764 (index 0), a class outside the 200 ImageNet-R classes."""
+    root = tmp_path_factory.mktemp("in200") / "root"
+    shutil.copytree(env["roots"]["imagenet"], root)
+    other = imagenet1k_wnids()[0]
+    assert other not in set(imagenet_r_wnids())
+    src = sorted((root / "val").rglob("*.JPEG"))[:12]
+    (root / "val" / other).mkdir()
+    for i, f in enumerate(src):
+        shutil.copy(f, root / "val" / other / f"ILSVRC2012_val_9{i:07d}.JPEG")
+    return root, other
+
+
+def test_imagenet200_scores_only_the_200_classes_and_masks_the_logits(env, imagenet_with_other_class, tmp_path):
+    root, other = imagenet_with_other_class
+    # the fitted classifier plus a huge logit for class 0 (outside ImageNet-R): over 1000 classes it wins everywhere
+    bias = env["bias"].clone()
+    bias[0] = 1e4
+    ck = checkpoint(env["weight"], bias)
+    kw = dict(cache_dir=env["cache"], progress=False)
+    in200 = evaluate(ck, "imagenet_val_calibration", root, overrides={**SMALL, "calib_bin_size": 10},
+                     results_dir=tmp_path / "a", **kw).record
+    in1k = evaluate(checkpoint(env["weight"], bias), "imagenet_val_calibration@in1k", root,
+                    overrides={**SMALL, "calib_bin_size": 10}, results_dir=tmp_path / "b", **kw).record
+    assert in200["protocol"]["version"] == "2" and in200["protocol"]["params"]["class_subset"] == "imagenet-r-200"
+    assert in200["details"]["n_images"] == 32 and in200["data"]["images_outside_classes"] == 12  # class 0 not scored
+    assert in200["details"]["n_classes_kept"] == 200 and in1k["details"]["n_images"] == 44
+    assert in1k["metrics"]["top1"] == pytest.approx(100 * 12 / 44)  # only the 12 class-0 images are right
+    # the masked logits: the 200-class top-1 is the fitted classifier's, unaffected by class 0's logit
+    plain = evaluate(checkpoint(env["weight"], env["bias"]), "imagenet_val_calibration", root,
+                     overrides={**SMALL, "calib_bin_size": 10}, results_dir=tmp_path / "c", **kw).record
+    assert in200["metrics"] == plain["metrics"] and in200["metrics"]["top1"] >= 40.0
+
+
 def test_published_protocol_constants_are_in_the_record():
-    for name, n_cls in (("imagenet_r", 200), ("imagenet_a", 200), ("imagenet_val_calibration", 1000)):
+    for name, n_cls in (("imagenet_r", 200), ("imagenet_a", 200), ("imagenet_val_calibration", 200),
+                        ("imagenet_val_calibration@in1k", 1000)):
         rt = get_task(name)
         params = rt.protocol.params()
-        assert rt.protocol_id == f"{name}@hendrycks"
+        assert rt.protocol_id == (name if "@" in name else f"{name}@hendrycks")
+        assert f"softmax over {n_cls} logits" in rt.protocol.description
         assert params["resize"] == 256 and params["crop"] == 224
         assert tuple(params["mean"]) == (0.485, 0.456, 0.406) and tuple(params["std"]) == (0.229, 0.224, 0.225)
         assert params["calib_bin_size"] == 100 and params["calib_drop_last_bin"] is True
         assert params["ece_bins"] == 15 and params["percent"] is True
-        assert params["class_subset"] == ("all-1000" if n_cls == 1000 else "dataset-wnids")
+        assert params["class_subset"] == {"imagenet_r": "dataset-wnids", "imagenet_a": "dataset-wnids",
+                                          "imagenet_val_calibration": "imagenet-r-200"}.get(name, "all-1000")
         assert rt.task.options == ("head",) and rt.task.needs_classifier
         assert rt.task.higher_is_better["calib_rms"] is False and rt.task.higher_is_better["top1"] is True
