@@ -123,6 +123,17 @@ def _files(report: CheckReport, what: str, paths: list[Path], deep: bool, fix_mi
         report.notes.append(f"decoded every {what} image: {len(paths) - len(missing) - len(bad)} ok")
 
 
+def _read(report: CheckReport, path: Path, what: str) -> str | None:
+    """A list file's text, or None after reporting why it cannot be read (not UTF-8, unreadable)."""
+    from mopro_bench.data.common import read_text_file
+
+    try:
+        return read_text_file(path, what)
+    except BenchError as e:
+        report.error_from(e)
+        return None
+
+
 def _list_problems(report: CheckReport, path: Path, bad: list[tuple[int, str, str]], fix: str) -> None:
     if bad:
         ln, line, reason = bad[0]
@@ -139,6 +150,8 @@ def _check_voc07(report: CheckReport, root: Path, deep: bool) -> None:
     except BenchError as e:
         report.error_from(e)
         return
+    from mopro_bench.data.voc import parse_class_lines, parse_ids
+
     main = voc / "ImageSets" / "Main"
     tar = TARS
     for split in ("trainval", "test"):
@@ -147,9 +160,16 @@ def _check_voc07(report: CheckReport, root: Path, deep: bool) -> None:
         if not f.is_file():
             report.error(f"VOC07 split file {f} is missing", fix)
             continue
-        ids = [ln.split()[0] for ln in f.read_text().splitlines() if ln.strip()]
+        text = _read(report, f, "VOC07 split file")
+        if text is None:
+            continue
+        ids, bad_ids = parse_ids(text)
+        _list_problems(report, f, bad_ids, f"restore {f.name} from {tar[split]}")
         id_set = set(ids)
         report.size(split, len(ids), OFFICIAL_SIZES[split])
+        if not ids:
+            report.error(f"VOC07 split file {f} lists no images", fix)
+            continue
         missing_cls = [c for c in VOC_CLASSES if not (main / f"{c}_{split}.txt").is_file()]
         if missing_cls:
             report.error(f"{len(missing_cls)} of 20 VOC07 class files for {split} are missing "
@@ -159,23 +179,15 @@ def _check_voc07(report: CheckReport, root: Path, deep: bool) -> None:
             cf = main / f"{c}_{split}.txt"
             if not cf.is_file():
                 continue
-            bad, seen, pos = [], set(), 0
-            for ln, line in enumerate(cf.read_text().splitlines(), 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) != 2 or parts[1] not in ("1", "-1", "0"):
-                    bad.append((ln, line.strip(), "expected '<id> <1|-1|0>'"))
-                elif parts[0] not in id_set:
-                    bad.append((ln, line.strip(), f"id {parts[0]} is not in {split}.txt"))
-                else:
-                    seen.add(parts[0])
-                    pos += parts[1] == "1"
+            text = _read(report, cf, "VOC07 class file")
+            if text is None:
+                continue
+            labels, bad = parse_class_lines(text, id_set, f.name)
             _list_problems(report, cf, bad, f"restore {cf.name} from {tar[split]}")
-            if not bad and len(seen) != len(id_set):
-                report.error(f"{cf}: {len(id_set) - len(seen)} of the {len(id_set)} {split} ids have no label",
+            if not bad and len(labels) != len(id_set):
+                report.error(f"{cf}: {len(id_set) - len(labels)} of the {len(id_set)} {split} ids have no label",
                              f"restore {cf.name} from {tar[split]}")
-            if pos == 0:
+            if not any(y == 1 for y in labels.values()):
                 no_pos.append(c)
         if no_pos:
             report.warn(f"VOC07 {split}: {len(no_pos)} class(es) have no positive image (first: {_examples(no_pos)})")
@@ -190,9 +202,14 @@ def _check_places205(report: CheckReport, root: Path, deep: bool) -> None:
         if not f.is_file():
             report.error(f"Places205 split file {f} is missing", f"extract trainvalsplit_places205.tar.gz into {root}")
             continue
-        samples, bad = parse_list_lines(f.read_text(), NUM_CLASSES)
+        text = _read(report, f, f"Places205 {split} list")
+        if text is None:
+            continue
+        samples, bad = parse_list_lines(text, NUM_CLASSES)
         report.size(split, len(samples) + len(bad), OFFICIAL_SIZES[split])
         _list_problems(report, f, bad, "restore the file from trainvalsplit_places205.tar.gz")
+        if not samples and not bad:
+            report.error(f"Places205 {split} list {f} lists no images", "restore the file from trainvalsplit_places205.tar.gz")
         classes = {y for _, y in samples}
         if samples and len(classes) != NUM_CLASSES:
             report.warn(f"Places205 {split} covers {len(classes)} of {NUM_CLASSES} classes")
@@ -255,6 +272,9 @@ def _check_imagenet_ra(report: CheckReport, root: Path, deep: bool) -> None:
         report.error(f"{root} has no <wnid>/ class folders", f"pass the extracted {report.kind} folder with --data")
     paths = [p for w in good for p in list_images(root / w)]
     report.size("test", len(paths), OFFICIAL_SIZES[report.kind])
+    if good and not paths:
+        report.error(f"{report.kind} folder {root} has no images in its <wnid>/ folders",
+                     f"pass the extracted {report.kind} folder with --data")
     report.notes.append(f"{len(good)} class folders (official 200)")
     if deep:
         _files(report, report.kind, paths, deep, "")
@@ -269,8 +289,10 @@ def _check_webvision(report: CheckReport, root: Path, deep: bool) -> None:
     n_classes = MAX_CLASSES
     syn = root / SYNSETS
     if syn.is_file():
-        n_classes = sum(1 for line in syn.read_text().splitlines() if line.strip())
-        report.notes.append(f"{SYNSETS}: {n_classes} classes")
+        text = _read(report, syn, "WebVision synsets file")
+        if text is not None:
+            n_classes = sum(1 for line in text.splitlines() if line.strip())
+            report.notes.append(f"{SYNSETS}: {n_classes} classes")
     lists: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
     for split, rels in (("train", TRAIN_LISTS), ("val", (VAL_LIST,))):
         for rel in rels:
@@ -278,8 +300,15 @@ def _check_webvision(report: CheckReport, root: Path, deep: bool) -> None:
             if not f.is_file():
                 report.error(f"WebVision list {f} is missing", fix)
                 continue
-            samples, bad = parse_list_lines(f.read_text(), n_classes)
+            text = _read(report, f, f"WebVision {f.name}")
+            if text is None:
+                continue
+            # training lists of web data may repeat an entry (it only weighs double): a warning; val may not
+            samples, bad = parse_list_lines(text, n_classes, duplicates_ok=split == "train")
             _list_problems(report, f, bad, f"restore {f.name} from the WebVision info archive")
+            if split == "train" and len(samples) != len(set(samples)):
+                report.warn(f"{f}: {len(samples) - len(set(samples))} line(s) repeat an earlier entry; training uses "
+                            "those images more often")
             lists[split] += samples
     labels = [y for s in lists.values() for _, y in s]
     version = 5000 if labels and max(labels) >= 1000 else 1000
@@ -287,6 +316,9 @@ def _check_webvision(report: CheckReport, root: Path, deep: bool) -> None:
                         f"WebVision {'2.0 (5000 classes)' if version == 5000 else '1.0 (1000 classes)'}")
     for split in ("train", "val"):
         report.size(split, len(lists[split]), OFFICIAL_SIZES[version][split])
+        listed = [root / r for r in (TRAIN_LISTS if split == "train" else (VAL_LIST,))]
+        if not lists[split] and all(p.is_file() for p in listed) and not report.errors:
+            report.error(f"the WebVision {split} list(s) list no images", fix)
     _files(report, "WebVision train", [root / r for r, _ in lists["train"]], deep,
            f"extract the WebVision training archives into {root} (paths in the lists are relative to it)",
            tolerate=WEB_MISSING_TOLERANCE)
@@ -295,7 +327,8 @@ def _check_webvision(report: CheckReport, root: Path, deep: bool) -> None:
 
 
 def _check_coco(report: CheckReport, root: Path, deep: bool) -> None:
-    from mopro_bench.data.coco import OFFICIAL_SIZES, coco_files
+    from mopro_bench.data.coco import OFFICIAL_SIZES, coco_files, image_problems
+    from mopro_bench.data.common import outside_root
 
     files = coco_files(root, check=False)
     for split in ("train", "val"):
@@ -303,10 +336,16 @@ def _check_coco(report: CheckReport, root: Path, deep: bool) -> None:
         if not jf.is_file():
             report.error(f"COCO annotation file {jf} is missing", f"extract annotations_trainval2017.zip into {root}")
             continue
+        text = _read(report, jf, "COCO annotation file")
+        if text is None:
+            continue
         try:
-            obj = json.loads(jf.read_text())
+            obj = json.loads(text)
         except json.JSONDecodeError as e:
             report.error(f"COCO annotation file {jf} is not valid JSON ({e})", "re-extract annotations_trainval2017.zip")
+            continue
+        if not isinstance(obj, dict):
+            report.error(f"COCO annotation file {jf} is not a JSON object", "re-extract annotations_trainval2017.zip")
             continue
         miss = [k for k in ("images", "annotations", "categories") if not isinstance(obj.get(k), list)]
         if miss:
@@ -315,6 +354,13 @@ def _check_coco(report: CheckReport, root: Path, deep: bool) -> None:
         images, anns, cats = obj["images"], obj["annotations"], obj["categories"]
         report.size(split, len(images), OFFICIAL_SIZES[split])
         report.notes.append(f"{split}: {len(anns)} instances, {len(cats)} categories")
+        if not images:
+            report.error(f"COCO annotation file {jf} lists no images", "re-extract annotations_trainval2017.zip")
+        bad_images = image_problems(images)
+        if bad_images:
+            report.error(f"{jf}: {len(bad_images)} bad image entr{'y' if len(bad_images) == 1 else 'ies'} "
+                         f"(first: {bad_images[0]})", "re-extract annotations_trainval2017.zip")
+        images = [im for im in images if isinstance(im, dict)]
         image_ids = {im.get("id") for im in images}
         cat_ids = {c.get("id") for c in cats}
         bad = []
@@ -338,7 +384,9 @@ def _check_coco(report: CheckReport, root: Path, deep: bool) -> None:
         if not imd.is_dir():
             report.error(f"COCO image folder {imd} is missing", f"extract {imd.name}.zip into {root}")
             continue
-        _files(report, f"COCO {split}2017", [imd / im["file_name"] for im in images if im.get("file_name")], deep,
+        _files(report, f"COCO {split}2017", [imd / im["file_name"] for im in images
+                                                    if isinstance(im.get("file_name"), str) and im["file_name"]
+                                                    and not outside_root(im["file_name"])], deep,
                f"extract {imd.name}.zip into {root}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mopro_bench.data.common import outside_root, read_text_file
 from mopro_bench.errors import BenchError
 
 SPLITS = ("train", "val")
@@ -34,18 +35,48 @@ def coco_files(root: str | Path, check: bool = True) -> dict[str, Path]:
     return files
 
 
+def image_problems(images: list) -> list[str]:
+    """Image entries that cannot be used: no ``file_name``, one outside the image folder (absolute or ``..``), an
+    ``id`` or ``file_name`` listed twice."""
+    bad, ids, names = [], set(), set()
+    for im in images:
+        if not isinstance(im, dict):
+            bad.append(f"image entry {im!r} is not an object")
+            continue
+        name = im.get("file_name")
+        if not isinstance(name, str) or not name:
+            bad.append(f"image {im.get('id')} has no file_name")
+        elif outside_root(name):
+            bad.append(f"image {im.get('id')}: file_name {name!r} {outside_root(name)}")
+        elif name in names:
+            bad.append(f"image {im.get('id')}: file_name {name} is listed twice")
+        elif im.get("id") in ids:
+            bad.append(f"image id {im.get('id')} is listed twice")
+        names.add(name)
+        ids.add(im.get("id"))
+    return bad
+
+
 def load_instances(path: str | Path) -> dict:
-    """Read an ``instances_*.json`` and check the keys everything downstream needs."""
+    """Read an ``instances_*.json`` and check the keys everything downstream needs (and :func:`image_problems`)."""
     path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.is_file():
         raise BenchError(f"COCO annotation file {path} is missing",
-                         "extract annotations_trainval2017.zip into the COCO root") from None
+                         "extract annotations_trainval2017.zip into the COCO root")
+    try:
+        obj = json.loads(read_text_file(path, "COCO annotation file"))
     except json.JSONDecodeError as e:
         raise BenchError(f"COCO annotation file {path} is not valid JSON ({e})",
                          "re-extract annotations_trainval2017.zip") from None
+    if not isinstance(obj, dict):
+        raise BenchError(f"COCO annotation file {path} is not a JSON object", "re-extract annotations_trainval2017.zip")
     for key in ("images", "annotations", "categories"):
         if not isinstance(obj.get(key), list):
             raise BenchError(f"COCO annotation file {path} has no '{key}' list", "re-extract annotations_trainval2017.zip")
+    if not obj["images"]:
+        raise BenchError(f"COCO annotation file {path} lists no images", "re-extract annotations_trainval2017.zip")
+    bad = image_problems(obj["images"])
+    if bad:
+        raise BenchError(f"COCO annotation file {path}: {len(bad)} bad image entr{'y' if len(bad) == 1 else 'ies'} "
+                         f"(first: {bad[0]})", "re-extract annotations_trainval2017.zip")
     return obj

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from PIL import Image
@@ -15,6 +16,41 @@ from mopro_bench.errors import BenchError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+NOT_UTF8_FIX = ("save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 OLD > NEW`) or restore it from the original archive; "
+                "file names in lists must be UTF-8")
+
+
+def read_text_file(path: str | Path, what: str = "list file") -> str:
+    """A list/annotation file as text: UTF-8 (a leading byte-order mark is dropped). Bytes that are not UTF-8 are a
+    :class:`BenchError` naming the file, the line and the byte offset (not a ``UnicodeDecodeError`` traceback)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise BenchError(f"{what} {path} is a directory", "pass the file itself") from None
+    except OSError as e:
+        raise BenchError(f"{what} {path} cannot be read ({e.strerror or type(e).__name__})",
+                         "check that the file exists and is readable") from None
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = skip + e.start
+        line = data.count(b"\n", 0, at) + 1
+        raise BenchError(f"{what} {path}:{line}: byte 0x{data[at]:02x} at offset {at} is not UTF-8 text", NOT_UTF8_FIX) from None
+
+
+def outside_root(rel: str) -> str | None:
+    """Why a list entry would name a file outside the dataset root, or None. Entries are relative paths without
+    ``..``; an absolute path or a ``..`` component is refused. (Symbolic links *inside* the root are followed wherever
+    they point: that is how a shared copy of a dataset is usually mounted, and the user made them.)"""
+    if rel.startswith("/"):
+        return "is an absolute path (entries are relative to the dataset root)"
+    if ".." in PurePosixPath(rel).parts:
+        return "leaves the dataset root ('..')"
+    return None
 
 
 def load_rgb(path: str | Path) -> Image.Image:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mopro_bench.data.common import read_text_file
 from mopro_bench.errors import BenchError
 from mopro_bench.resources import imagenet1k_wnids
 
@@ -30,7 +31,8 @@ def read_subset_file(path: str | Path) -> list[str]:
         raise BenchError(f"subset file {path} does not exist",
                          "pass a SimCLR-format list (one file name such as n01440764_10026.JPEG per line)")
     names = []
-    for ln, line in enumerate(path.read_text().splitlines(), 1):
+    first: dict[str, int] = {}
+    for ln, line in enumerate(read_text_file(path, "subset file").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -38,6 +40,10 @@ def read_subset_file(path: str | Path) -> list[str]:
         if "/" in name or "_" not in name:
             raise BenchError(f"{path}:{ln}: {name!r} is not a training file name like n01440764_10026.JPEG",
                              "use the SimCLR subset format: one bare file name per line")
+        if name in first:
+            raise BenchError(f"{path}:{ln}: {name} is already listed on line {first[name]}",
+                             "list every image once (a repeated name would weigh double in training)")
+        first[name] = ln
         names.append(name)
     if not names:
         raise BenchError(f"subset file {path} lists no images", "use the SimCLR subset format: one file name per line")
@@ -82,6 +88,8 @@ class ImageNetFolder:
             out = []
             for w in self.wnids(split):
                 out.extend((p, index[w]) for p in list_images(d / w))
+            if not out:
+                raise BenchError(f"ImageNet {split} folder {d} has no images", f"put the {split} images in {d}/<wnid>/")
             self._memo[split] = out
         return list(self._memo[split])
 

@@ -57,5 +57,8 @@ class ImageNetRA:
             out = []
             for w in self.present_wnids:
                 out.extend((p, index[w]) for p in list_images(self.root / w))
+            if not out:
+                raise BenchError(f"{self.kind} folder {self.root} has no images in its <wnid>/ folders",
+                                 f"pass the extracted {self.kind} folder with --data")
             self._samples = out
         return list(self._samples)

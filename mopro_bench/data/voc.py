@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mopro_bench.data.common import read_text_file
 from mopro_bench.errors import BenchError
 
 VOC_CLASSES = (
@@ -22,6 +23,51 @@ VOC_CLASSES = (
 SPLITS = ("trainval", "test")
 OFFICIAL_SIZES = {"trainval": 5011, "test": 4952}
 TARS = {"trainval": "VOCtrainval_06-Nov-2007.tar", "test": "VOCtest_06-Nov-2007.tar"}
+
+
+def parse_ids(text: str) -> tuple[list[str], list[tuple[int, str, str]]]:
+    """``trainval.txt`` / ``test.txt``: one bare image id per line. Returns ``(ids, problems)``, problems being
+    ``(line_number, line, reason)`` for an id that is not a bare name (``/``, ``..``) or is listed twice."""
+    ids: list[str] = []
+    bad: list[tuple[int, str, str]] = []
+    first: dict[str, int] = {}
+    for ln, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        i = parts[0]
+        if "/" in i or "\\" in i or i in (".", ".."):
+            bad.append((ln, line.strip(), "an image id is a bare name such as 000005 (no path)"))
+        elif i in first:
+            bad.append((ln, line.strip(), f"duplicated: id {i} is already listed on line {first[i]}"))
+        else:
+            first[i] = ln
+            ids.append(i)
+    return ids, bad
+
+
+def parse_class_lines(text: str, ids: set[str], split_name: str) -> tuple[dict[str, int], list[tuple[int, str, str]]]:
+    """``<class>_<split>.txt``: ``<id> <1|-1|0>`` lines. Returns ``({id: label}, problems)``; an id outside the split,
+    or listed twice (with the same or a contradictory label) is a problem."""
+    labels: dict[str, int] = {}
+    where: dict[str, int] = {}
+    bad: list[tuple[int, str, str]] = []
+    for ln, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in ("1", "-1", "0"):
+            bad.append((ln, line.strip(), "expected '<id> <1|-1|0>'"))
+        elif parts[0] not in ids:
+            bad.append((ln, line.strip(), f"id {parts[0]} is not in {split_name}"))
+        elif parts[0] in labels:
+            same = labels[parts[0]] == int(parts[1])
+            bad.append((ln, line.strip(), f"{'duplicated' if same else 'contradictory labels'}: id {parts[0]} is already "
+                                          f"labelled {labels[parts[0]]} on line {where[parts[0]]}"))
+        else:
+            labels[parts[0]] = int(parts[1])
+            where[parts[0]] = ln
+    return labels, bad
 
 
 def find_voc2007(root: str | Path) -> Path:
@@ -67,10 +113,17 @@ class VOC07:
 
     def _read_ids(self, split: str) -> tuple[str, ...]:
         f = self.split_file(split)
-        if f.is_file():
-            return tuple(line.split()[0] for line in f.read_text().splitlines() if line.strip())
-        raise BenchError(f"VOC07 split file {f} is missing",
-                         f"extract {TARS[split]} into {self.root}")
+        if not f.is_file():
+            raise BenchError(f"VOC07 split file {f} is missing",
+                             f"extract {TARS[split]} into {self.root}")
+        ids, bad = parse_ids(read_text_file(f, "VOC07 split file"))
+        if bad:
+            ln, line, reason = bad[0]
+            more = f" ({len(bad)} bad lines)" if len(bad) > 1 else ""
+            raise BenchError(f"{f}:{ln}: {reason}: {line!r}{more}", "restore ImageSets/Main from the VOC2007 tar")
+        if not ids:
+            raise BenchError(f"VOC07 split file {f} lists no images", f"extract {TARS[split]} into {self.root}")
+        return tuple(ids)
 
     def labels(self, split: str) -> np.ndarray:
         return self._labels(split).copy()
@@ -89,17 +142,13 @@ class VOC07:
             if not f.is_file():
                 raise BenchError(f"VOC07 class file {f} is missing",
                                  f"extract {TARS[split]} into {self.root} (ImageSets/Main needs all 20 classes)")
-            for ln, line in enumerate(f.read_text().splitlines(), 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) != 2 or parts[1] not in ("1", "-1", "0"):
-                    raise BenchError(f"{f}:{ln}: expected '<id> <1|-1|0>', got {line.strip()!r}",
-                                     "restore the file from the VOC2007 tar")
-                if parts[0] not in index:
-                    raise BenchError(f"{f}:{ln}: id {parts[0]} is not in {self.split_file(split).name}",
-                                     "restore ImageSets/Main from the VOC2007 tar")
-                out[index[parts[0]], c] = int(parts[1])
+            labels, bad = parse_class_lines(read_text_file(f, "VOC07 class file"), set(index), self.split_file(split).name)
+            if bad:
+                ln, line, reason = bad[0]
+                more = f" ({len(bad)} bad lines)" if len(bad) > 1 else ""
+                raise BenchError(f"{f}:{ln}: {reason}: {line!r}{more}", "restore ImageSets/Main from the VOC2007 tar")
+            for i, y in labels.items():
+                out[index[i], c] = y
         missing = np.argwhere(out == -2)
         if len(missing):
             n, c = missing[0]

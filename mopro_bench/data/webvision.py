@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from mopro_bench.data.common import load_rgb
+from mopro_bench.data.common import load_rgb, outside_root, read_text_file
 from mopro_bench.data.places import read_list_file
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json
@@ -45,7 +45,7 @@ def read_annotation(path: str | Path) -> list[tuple[str, int]]:
     if not path.is_file():
         raise BenchError(f"annotation file {path} does not exist", "pass the JSON written by `mopro-bench noise-clean`")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(read_text_file(path, "annotation file"))
     except json.JSONDecodeError as e:
         raise BenchError(f"annotation file {path} is not valid JSON ({e})",
                          "pass the JSON written by `mopro-bench noise-clean`") from None
@@ -60,6 +60,10 @@ def read_annotation(path: str | Path) -> list[tuple[str, int]]:
         if not isinstance(lab, int) or isinstance(lab, bool) or lab < 0:
             raise BenchError(f"annotation file {path}: label {lab!r} of entry {i} ({rel}) is not a class index",
                              "labels must be integers >= 0")
+        if not isinstance(rel, str) or not rel or outside_root(rel):
+            why = outside_root(rel) if isinstance(rel, str) and rel else "is not a relative path"
+            raise BenchError(f"annotation file {path}: image {rel!r} of entry {i} {why}",
+                             "list images by their path relative to the WebVision root, as noise-clean writes them")
         out.append((str(rel), int(lab)))
     return out
 
@@ -87,11 +91,14 @@ class WebVision:
         self._val: list[tuple[str, int]] | None = None
 
     def _read(self, rel: str) -> list[tuple[str, int]]:
+        """One list file. The two training lists may each be empty (their union may not) and may repeat an entry
+        (web data; a repeat only weighs an image double in training); the val list may do neither."""
         f = self.root / rel
         if not f.is_file():
             raise BenchError(f"WebVision list {f} is missing",
                              f"extract the WebVision info/ folder (with {Path(rel).name}) into {self.root}")
-        return read_list_file(f, f"WebVision {Path(rel).name}", MAX_CLASSES)
+        train = rel in TRAIN_LISTS
+        return read_list_file(f, f"WebVision {Path(rel).name}", MAX_CLASSES, allow_empty=train, duplicates_ok=train)
 
     def train_samples(self) -> list[tuple[str, int]]:
         """``[(relpath, label)]`` with label < num_class (from the annotation file when one is given)."""
@@ -110,6 +117,9 @@ class WebVision:
         """``[(relpath, label)]`` with relpath ``val_images_256/<name>`` and label < num_class."""
         if self._val is None:
             self._val = [(f"{VAL_DIR}/{n}", y) for n, y in self._read(VAL_LIST) if y < self.num_class]
+            if not self._val:
+                raise BenchError(f"no WebVision val images with label < {self.num_class} in {self.root / VAL_LIST}",
+                                 "check --num-class and the val list")
         return list(self._val)
 
     def path(self, relpath: str) -> Path:
@@ -119,7 +129,7 @@ class WebVision:
         f = self.root / SYNSETS
         if not f.is_file():
             return None
-        return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+        return [line.split()[0] for line in read_text_file(f, "WebVision synsets file").splitlines() if line.strip()]
 
 
 class _BadFlags:
