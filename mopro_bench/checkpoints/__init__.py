@@ -44,6 +44,7 @@ class Head:
     num_classes: int | None = None
     class_space: str | None = None  # one of CLASS_SPACES for classifiers
     description: str = ""
+    nonfinite: list[str] = field(default_factory=list)  # tensors holding NaN/Inf: the head is refused when used
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class Head:
             "num_classes": self.num_classes,
             "class_space": self.class_space,
             "shapes": {k: list(v.shape) for k, v in self.state_dict.items()},
+            **({"nonfinite": list(self.nonfinite)} if self.nonfinite else {}),
         }
 
 
@@ -75,6 +77,10 @@ class LoadedCheckpoint:
             return None
         if class_space is not None and head.class_space not in class_space:
             return None
+        if head.nonfinite:
+            raise BenchError(f"checkpoint {self.name}: its classifier head holds NaN/Inf values ({', '.join(head.nonfinite)})",
+                             "use an earlier checkpoint of the run, or train a head with imagenet_linear --save-head "
+                             "and pass it with --head")
         w = head.state_dict["weight"]
         b = head.state_dict.get("bias")
         lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
@@ -150,13 +156,14 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = False, name: str | None = None,
-                    seed: int = 0, select: str | None = None) -> LoadedCheckpoint:
+                    seed: int = 0, select: str | None = None, check_values: bool = True) -> LoadedCheckpoint:
     """Load ``spec`` (a file, ``FILE#NETWORK``, or ``random:ARCH``) and verify the backbone. See :mod:`.adapters`.
 
     ``select`` picks the network in files that hold several: ``encoder_q`` (default) / ``encoder_k`` for MoPro, MoCo
     and PCL, ``base_encoder`` / ``momentum_encoder`` for MoCo v3, ``teacher`` (default) / ``student`` for DINO,
     ``state_dict`` / ``state_dict_ema`` for timm. ``arch`` (e.g. ``resnet50x2``) is inferred when omitted and must
-    agree with the file when given."""
+    agree with the file when given. ``check_values`` (default) refuses a backbone with NaN/Inf tensors or negative
+    BatchNorm running variances; ``inspect`` turns it off to report them."""
     spec = str(spec)
     if spec.startswith("random:"):
         if select:
@@ -172,7 +179,7 @@ def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = 
         path, sel = split_spec(spec)
         if sel and select and sel != select:
             raise BenchError(f"{spec} selects {sel} but --select says {select}", "give the network once")
-        ck = load_file(Path(path), arch=arch, trust=trust, select=select or sel)
+        ck = load_file(Path(path), arch=arch, trust=trust, select=select or sel, check_values=check_values)
     if name:
         ck.name = name
     return ck

@@ -44,9 +44,8 @@ from mopro_bench.backbones import ARCHS, Preprocess, parse_arch
 from mopro_bench.checkpoints import Head, LoadedCheckpoint
 from mopro_bench.checkpoints.detectron2 import from_detectron2, preprocess_from_pkl
 from mopro_bench.checkpoints.safeload import read_checkpoint
-from mopro_bench.checkpoints.verify import VIT_MARKERS, build_verified, first, is_trunk_key
+from mopro_bench.checkpoints.verify import VIT_MARKERS, bad_values, build_verified, describe_bad_values, first, is_trunk_key
 from mopro_bench.errors import BenchError
-from mopro_bench.io import sha256_file
 
 WEBVISION_SPACES = {1000: "webvision1k", 5000: "webvision5k"}
 
@@ -573,8 +572,13 @@ def detect_adapter(obj: Mapping[str, Any], where: str) -> Adapter:
                      "supported: " + ", ".join(ADAPTER_NAMES) + " (`mopro-bench inspect --formats` describes them)")
 
 
-def load_file(path: str | Path, arch: str | None = None, trust: bool = False, select: str | None = None) -> LoadedCheckpoint:
-    """Read, detect, map and verify the checkpoint at ``path``."""
+def load_file(path: str | Path, arch: str | None = None, trust: bool = False, select: str | None = None,
+              check_values: bool = True) -> LoadedCheckpoint:
+    """Read, detect, map and verify the checkpoint at ``path``.
+
+    ``sha256`` is the hash of the bytes the weights were deserialized from (the file is read once). With
+    ``check_values`` a backbone tensor holding NaN/Inf or a negative BatchNorm running variance is a BenchError;
+    without it (``inspect``) they are listed in ``coverage`` and ``meta["refused"]``."""
     path = Path(path)
     where = f"checkpoint {path}"
     raw = read_checkpoint(path, trust=trust)
@@ -598,14 +602,20 @@ def load_file(path: str | Path, arch: str | None = None, trust: bool = False, se
     bb, coverage = build_verified(m.trunk, arch=arch, adapter=adapter.name, where=where, stride_in_1x1=m.stride_in_1x1,
                                   unplaced=m.unplaced)
     warnings = list(notes) + list(m.meta.pop("warnings", []))
-    if coverage["nonfinite"]:
-        warnings.append(f"non-finite values (NaN/Inf) in {len(coverage['nonfinite'])} tensors: {first(coverage['nonfinite'])}")
+    refused = describe_bad_values(coverage["nonfinite"], coverage["negative_var"])
+    if refused and check_values:
+        raise BenchError(f"{where} (adapter {adapter.name}) was refused: {refused}",
+                         "the training diverged or the file is corrupt: use an earlier checkpoint of the run "
+                         "(`mopro-bench inspect --ckpt FILE` lists every bad tensor)")
     in_file = m.meta.get("arch_in_file")
     if isinstance(in_file, str) and parse_arch(in_file)[0] in ARCHS and parse_arch(in_file) != (bb.arch, bb.width):
         warnings.append(f"the file says arch {in_file!r} but its tensors are {bb.name}; {bb.name} was loaded")
     for hname in list(m.heads):
         h = m.heads[hname]
         h.state_dict = {k: v.detach().clone() for k, v in h.state_dict.items()}  # own memory, not the file's mapping
+        h.nonfinite = bad_values(h.state_dict)[0]
+        if h.nonfinite:
+            warnings.append(f"head {hname} holds NaN/Inf values ({first(h.nonfinite)}): tasks that use it refuse it")
         if h.kind == "classifier" and h.state_dict["weight"].shape[-1] != bb.feature_dim:
             warnings.append(f"head {hname} takes {h.state_dict['weight'].shape[-1]}-d input, not the backbone's "
                             f"{bb.feature_dim}-d feature; kept aside as {hname}_unusable")
@@ -615,10 +625,12 @@ def load_file(path: str | Path, arch: str | None = None, trust: bool = False, se
                      "derived": m.derived})
     meta = {"adapter": adapter.name, "adapter_description": adapter.description, "container": raw.container,
             "trusted": raw.trusted, "select": chosen, "selectable": available, **m.meta, "warnings": warnings}
+    if refused:
+        meta["refused"] = refused
     if m.stride_in_1x1:
         meta["stride_in_1x1"] = True
     name = path.name if chosen is None or not available or chosen == available[0] else f"{path.name}#{chosen}"
     return LoadedCheckpoint(
-        backbone=bb, format=adapter.name, arch=bb.arch, width=bb.width, sha256=sha256_file(path), path=str(path),
+        backbone=bb, format=adapter.name, arch=bb.arch, width=bb.width, sha256=raw.sha256, path=str(path),
         name=name, heads=m.heads, preprocess=m.preprocess, meta=meta, coverage=coverage,
     )

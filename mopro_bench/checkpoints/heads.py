@@ -65,8 +65,10 @@ def load_head(path: str | Path, ck: LoadedCheckpoint) -> Head:
     sd = {"weight": w}
     if obj.get("bias") is not None:
         sd["bias"] = obj["bias"]
+    from mopro_bench.checkpoints.verify import bad_values
+
     return Head(kind="classifier", state_dict=sd, num_classes=int(w.shape[0]), class_space=obj.get("class_space"),
-                description=f"head file {path.name} ({obj.get('protocol')})")
+                description=f"head file {path.name} ({obj.get('protocol')})", nonfinite=bad_values(sd)[0])
 
 
 def attach_head(ck: LoadedCheckpoint, path: str | Path | None) -> LoadedCheckpoint:

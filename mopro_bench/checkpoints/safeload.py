@@ -12,11 +12,18 @@ checkpoint is never unpickled with the stock unpickler unless the user says they
 - ``.safetensors`` files are parsed directly (a JSON header and raw bytes, no pickle at all).
 
 ``trust=True`` (``--trust-checkpoint``) uses ``torch.load(weights_only=False)`` / ``pickle.load`` instead.
+
+The file is read exactly once: its bytes are read into memory, hashed (``RawCheckpoint.sha256``) and deserialized
+from that buffer, so the recorded sha256 is always the hash of the bytes the weights came from, even when the path is
+replaced meanwhile (``pretrain`` re-points ``last.pth.tar`` every epoch). The cost is memory: the file's bytes plus
+the tensors made from them (about 2x the file size at the peak; checkpoints of the supported ResNets are < 1.6 GB).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import pathlib
 import pickle
@@ -45,6 +52,8 @@ class RawCheckpoint:
     obj: Any
     container: str  # "torch-zip" | "torch-legacy" | "pickle" | "safetensors"
     trusted: bool  # read without restrictions (--trust-checkpoint)
+    sha256: str | None = None  # of exactly the bytes that were deserialized
+    size: int | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------- numpy
@@ -116,34 +125,67 @@ _ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, 
               "BOOL": torch.bool}
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """A ``.safetensors`` file (8-byte little-endian header size, JSON header, raw little-endian data)."""
-    data = path.read_bytes()
+_ST_MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit on the JSON header
+
+
+def read_safetensors(path: Path, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file (8-byte little-endian header size, JSON header, raw little-endian data).
+
+    Every header field is checked before it is used; a crafted or corrupt header is a :class:`BenchError`."""
+    if data is None:
+        data = path.read_bytes()
+    again = "download it again and compare its sha256 with the published one"
+
+    def bad(why: str) -> BenchError:
+        return BenchError(f"checkpoint {path} has a corrupt or crafted safetensors header ({why})", again)
+
     if len(data) < 8:
         raise BenchError(f"checkpoint {path} is truncated ({len(data)} bytes)", "download it again")
     (n,) = struct.unpack("<Q", data[:8])
+    if n > _ST_MAX_HEADER and 8 + n > len(data):
+        raise BenchError(f"checkpoint {path} is truncated or corrupt (safetensors header says {n} bytes, "
+                         f"file has {len(data) - 8})", again)
+    if n > _ST_MAX_HEADER:
+        raise bad(f"header of {n} bytes, the format allows {_ST_MAX_HEADER}")
     if 8 + n > len(data):
         raise BenchError(f"checkpoint {path} is truncated (safetensors header says {n} bytes, file has {len(data) - 8})",
-                         "download it again and compare its sha256")
+                         again)
     try:
         header = json.loads(data[8:8 + n])
-    except ValueError:
-        raise BenchError(f"checkpoint {path} has a corrupt safetensors header", "download it again") from None
+    except (ValueError, RecursionError):
+        raise bad("not JSON") from None
+    if not isinstance(header, dict):
+        raise bad(f"a JSON {type(header).__name__}, not an object")
     body = memoryview(data)[8 + n:]
     out: dict[str, torch.Tensor] = {}
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        dtype = _ST_DTYPES.get(info.get("dtype"))
+        if not isinstance(info, dict):
+            raise bad(f"entry {key!r} is a {type(info).__name__}, not an object")
+        dtype = _ST_DTYPES.get(info.get("dtype")) if isinstance(info.get("dtype"), str) else None
         if dtype is None:
-            raise BenchError(f"checkpoint {path}: tensor {key} has unsupported dtype {info.get('dtype')}",
-                             "convert the file to float32")
-        b, e = info["data_offsets"]
-        if e > len(body) or b > e:
-            raise BenchError(f"checkpoint {path} is truncated (tensor {key} ends at byte {e}, data has {len(body)})",
-                             "download it again and compare its sha256")
+            raise BenchError(f"checkpoint {path}: tensor {key} has unsupported dtype {info.get('dtype')!r}",
+                             "convert the file to float32 (" + "/".join(_ST_DTYPES) + " are read)")
+        shape, offs = info.get("shape"), info.get("data_offsets")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise bad(f"tensor {key}: shape {shape!r} is not a list of non-negative integers")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int and o >= 0 for o in offs)):
+            raise bad(f"tensor {key}: data_offsets {offs!r} is not [begin, end]")
+        b, e = offs
+        if b > e:
+            raise bad(f"tensor {key}: data_offsets [{b}, {e}] end before they begin")
+        if e > len(body):
+            raise BenchError(f"checkpoint {path} is truncated (tensor {key} ends at byte {e}, data has {len(body)})", again)
+        numel = 1
+        for d in shape:
+            numel *= d
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        if numel * itemsize != e - b:
+            raise bad(f"tensor {key}: shape {shape} of {info['dtype']} needs {numel * itemsize} bytes, its offsets span "
+                      f"{e - b}")
         t = torch.frombuffer(bytearray(body[b:e]), dtype=dtype) if e > b else torch.empty(0, dtype=dtype)
-        out[key] = t.reshape(info["shape"])
+        out[key] = t.reshape(shape)
     return out
 
 
@@ -159,32 +201,38 @@ def _truncated(path: Path, why: str) -> BenchError:
                       "download or copy it again and compare its sha256 with the published one")
 
 
-def _load_torch(path: Path, container: str, trust: bool) -> Any:
-    # zip files are memory-mapped: only the tensors that get used (one network of a two-network file) are read
-    kw: dict[str, Any] = {"map_location": "cpu", "mmap": container == "torch-zip"}
+def _load_torch(data: bytes, trust: bool) -> Any:
+    # deserialized from the bytes that were hashed (not from the path, which may point elsewhere by now)
     if trust:
-        return torch.load(path, weights_only=False, **kw)
+        return torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")
     with torch.serialization.safe_globals(torch_safe_globals()):
-        return torch.load(path, weights_only=True, **kw)
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
 def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
     """Read ``path`` into Python objects without executing code from it (unless ``trust``)."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise BenchError(f"checkpoint {path} is a broken symbolic link or a symlink loop", "point it at the checkpoint file")
         raise BenchError(f"checkpoint {path} does not exist", "check the path (or use random:ARCH for an untrained baseline)")
     if path.is_dir():
         raise BenchError(f"checkpoint {path} is a directory", "pass the checkpoint file itself")
-    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:  # read once: what is hashed is what is deserialized
+            data = fh.read()
+    except OSError as e:
+        raise BenchError(f"checkpoint {path} cannot be read ({e.strerror})", "check the file's permissions") from None
+    size = len(data)
     if size == 0:
         raise BenchError(f"checkpoint {path} is empty (0 bytes)", "download or copy it again")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
+    digest = hashlib.sha256(data).hexdigest()
+    head = data[:16]
 
     if head.startswith(ZIP_MAGIC):
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(io.BytesIO(data)):
             raise _truncated(path, f"incomplete zip archive, {size} bytes")
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
         if not any(n.endswith("data.pkl") for n in names):
             raise BenchError(f"{path} is a zip archive but not a PyTorch checkpoint (it holds {', '.join(names[:3])}"
@@ -193,7 +241,7 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
     elif head.startswith(LEGACY_MAGIC):
         container = "torch-legacy"
     elif path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size):
-        return RawCheckpoint(read_safetensors(path), "safetensors", trust)
+        return RawCheckpoint(read_safetensors(path, data), "safetensors", trust, digest, size)
     elif (len(head) >= 2 and head[:1] == b"\x80" and 2 <= head[1] <= 5) or head[:1] in (b"(", b"}", b"]"):
         container = "pickle"
     else:
@@ -202,13 +250,13 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
 
     try:
         if container == "pickle":
-            with open(path, "rb") as fh:
-                if trust:
-                    obj = pickle.load(fh, encoding="latin1")
-                else:
-                    obj = RestrictedUnpickler(fh, encoding="latin1").load()
+            fh = io.BytesIO(data)
+            if trust:
+                obj = pickle.load(fh, encoding="latin1")
+            else:
+                obj = RestrictedUnpickler(fh, encoding="latin1").load()
         else:
-            obj = _load_torch(path, container, trust)
+            obj = _load_torch(data, trust)
     except RefusedGlobal as e:
         raise _refused(path, e.name) from None
     except pickle.UnpicklingError as e:
@@ -236,4 +284,4 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
     except (ModuleNotFoundError, AttributeError) as e:  # trusted load of a pickled class that is not importable
         raise BenchError(f"checkpoint {path} needs code that is not installed ({e})",
                          "install the package that defined the pickled objects, or re-save the state_dict") from None
-    return RawCheckpoint(obj, container, trust)
+    return RawCheckpoint(obj, container, trust, digest, size)

@@ -92,6 +92,25 @@ def resolve_arch(trunk: dict[str, torch.Tensor], arch: str | None, where: str) -
     return name, d["width"], d
 
 
+def bad_values(sd: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """(tensors holding NaN/Inf, BatchNorm ``running_var`` tensors with a negative entry) of ``sd``.
+
+    Either makes every feature of the network NaN or meaningless (a negative variance puts ``sqrt`` of a negative
+    number, or a sign flip, into BN), so a file with any of them is refused rather than evaluated."""
+    nonfinite = [k for k, v in sd.items() if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())]
+    negative = [k for k, v in sd.items() if k.endswith("running_var") and v.numel() and bool((v < 0).any())]
+    return nonfinite, negative
+
+
+def describe_bad_values(nonfinite: list[str], negative_var: list[str]) -> str:
+    parts = []
+    if nonfinite:
+        parts.append(f"{len(nonfinite)} tensor(s) hold NaN/Inf ({first(nonfinite)})")
+    if negative_var:
+        parts.append(f"{len(negative_var)} BatchNorm running_var tensor(s) have negative entries ({first(negative_var)})")
+    return "; ".join(parts)
+
+
 def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter: str, where: str,
                    stride_in_1x1: bool = False, unplaced: list[str] | tuple[str, ...] = ()) -> tuple[Backbone, dict[str, Any]]:
     """Build the backbone for ``trunk`` and load it after checking 100% coverage; returns (backbone, coverage).
@@ -139,7 +158,7 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
                          "the file is not a trained ResNet checkpoint")
     bb.load_state_dict(full, strict=True)
     bb.eval()
-    nonfinite = [k for k, v in full.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    nonfinite, negative_var = bad_values(full)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in trunk.values() if v.is_floating_point()})
     params = dict(bb.named_parameters())
     coverage = {
@@ -152,7 +171,8 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
         "filled": filled,
         "percent": 100.0,
         "file_dtypes": dtypes,
-        "nonfinite": nonfinite,
+        "nonfinite": nonfinite,  # tensors holding NaN/Inf: load_file refuses the file (inspect reports them)
+        "negative_var": negative_var,  # BatchNorm running_var with a negative entry: refused the same way
         "architecture": {"arch": name, "width": width, "bottleneck": desc["bottleneck"], "blocks": list(desc["blocks"]),
                          **({"note": desc["note"]} if "note" in desc else {})},
     }
