@@ -183,3 +183,5 @@ def test_suites_and_task_lists():
 def test_list_suites(cli):
     code, out, _ = cli("eval", "--list-suites")
     assert code == 0 and re.search(r"^mopro-transfer\s", out, re.M) and "coco_maskrcnn@mopro" in out
+    code, out, _ = cli("tasks")
+    assert code == 0 and re.search(r"^  lowshot\s+voc_lowshot@mopro, places_lowshot@mopro$", out, re.M)

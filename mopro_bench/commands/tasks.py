@@ -11,7 +11,7 @@ def add_parser(sub, parents):
     p = sub.add_parser("tasks", parents=parents, help="list every task@protocol with its version",
                        description="List every registered task@protocol (default protocol marked *), its protocol "
                                    "version and a one-line description. Tasks come from the entry-point group "
-                                   "`mopro_bench.tasks`.")
+                                   "`mopro_bench.tasks`. Then the named suites (task lists) that `eval --suite` runs.")
     p.add_argument("--json", action="store_true", help="print JSON with every protocol's full parameters")
     p.set_defaults(func=run)
     return p
@@ -33,4 +33,10 @@ def run(args) -> int:
         mark = "*" if p.name == t.default_protocol else " "
         print(f"{t.name + '@' + p.name + mark:<{width}} {p.version:<5} {t.data_kind:<11} {p.description}")
     print("\n* = the task's default protocol (used by `--task NAME`).")
+    from mopro_bench.suites import SUITE_HELP, SUITES
+
+    print("\nsuites (`mopro-bench eval --ckpt CKPT --suite NAME`):")
+    for name, specs in SUITES.items():
+        print(f"  {name:<16} {', '.join(specs)}")
+        print(f"  {'':<16} {SUITE_HELP.get(name, '')}")
     return 0
