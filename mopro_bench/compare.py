@@ -14,6 +14,11 @@ report, the difference ``B - A`` gets the strongest test the records allow, in t
 4. runs or seeds that cannot be paired (different splits, different seeds): **Welch's t-test**.
 5. one number each: the difference only, no test (the report says what to add).
 
+Only records of the *same experiment* are pooled as seeds of a side (``record.experiment.key``), and a pair A/B is
+only formed between experiments that differ in the checkpoint alone (same protocol, data content, options:
+:func:`mopro_bench.results.pairing_key`); a checkpoint evaluated on two datasets gives two comparisons, never one
+pooled one.
+
 ``significant`` means p < alpha (two-sided; default alpha = 0.05), per comparison; ``--correction holm`` adjusts the
 p-values of all comparisons together (Holm-Bonferroni). Bootstrap draws are seeded (``--seed``), so the output is
 reproducible.
@@ -36,6 +41,7 @@ import io
 import json
 import math
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +60,7 @@ from mopro_bench.leaderboard import (
     task_matches,
 )
 from mopro_bench.metrics import stats
-from mopro_bench.results import read_record
+from mopro_bench.results import pairing_key, read_record, run_data_key
 
 # a per-image recomputation may differ from the recorded metric by rounding only; more means a definition mismatch
 RECOMPUTE_TOLERANCE = 0.05
@@ -131,6 +137,8 @@ def resolve_side(spec: str, results_dir: str | Path, *, task: str | None = None,
     p = Path(spec)
     if p.suffix == ".json" and not p.exists():
         raise BenchError(f"result file {p} does not exist", "check the path, or name a checkpoint in --results-dir")
+    if p.suffix == ".json" and not p.is_file():
+        raise BenchError(f"result file {p} is not a file", "pass a result file (*.json) or a checkpoint name")
     if p.suffix == ".json" and p.is_file():
         rec = read_record(p)
         if not task_matches(task, rec["task"], rec["protocol"]["id"]):
@@ -139,7 +147,12 @@ def resolve_side(spec: str, results_dir: str | Path, *, task: str | None = None,
     if _cache is not None and "records" in _cache:
         records = _cache["records"]
     else:
-        records = [r for _, r in load_records(results_dir, task=task, skip_invalid=skip_invalid).records]
+        loaded = load_records(results_dir, task=task, skip_invalid=skip_invalid)
+        for line in loaded.unreadable:
+            print(f"warning: skipped {line}", file=sys.stderr)
+        for line in loaded.invalid:
+            print(f"warning: skipped invalid record: {line}", file=sys.stderr)
+        records = [r for _, r in loaded.records]
         if _cache is not None:
             _cache["records"] = records
     if not records:
@@ -306,7 +319,7 @@ def compare_metric(metric: str, a_recs: list[dict], b_recs: list[dict], *, alpha
     def mean_metric(recs):
         return float(np.mean([r["metrics"][metric] for r in recs]))
 
-    same_data = all(data_fingerprint(x) == data_fingerprint(y) for x, y in zip(pa, pb))
+    same_data = all(run_data_key(x) == run_data_key(y) for x, y in zip(pa, pb))
     has_images = bool(pa) and all(per_image_spec(r, metric) is not None for r in pa + pb)
     if has_images and not same_data:
         extra_note = "; ".join(x for x in (extra_note, "per-image data not paired: different data") if x)
@@ -373,11 +386,11 @@ def compare(a: Side, b: Side, *, alpha: float = stats.DEFAULT_ALPHA, n_boot: int
         raise BenchError(f"--bootstrap {n_boot} is too few resamples", "use 1000 or more (100 at the very least)")
     if correction not in ("none", "holm"):
         raise BenchError(f"--correction {correction!r} is unknown", "use none or holm")
-    ga: dict[tuple, list[dict]] = {}
-    gb: dict[tuple, list[dict]] = {}
+    ga: dict[tuple, dict[str, list[dict]]] = {}
+    gb: dict[tuple, dict[str, list[dict]]] = {}
     for recs, g in ((a.records, ga), (b.records, gb)):
-        for r in recs:
-            g.setdefault(protocol_key(r), []).append(r)
+        for r in recs:  # protocol definition -> how it was measured (data, options) -> the records
+            g.setdefault(protocol_key(r), {}).setdefault(pairing_key(r), []).append(r)
     ids_a = {k[0] for k in ga}
     ids_b = {k[0] for k in gb}
     report = CompareReport(a, b, [], alpha=alpha, correction=correction)
@@ -389,20 +402,33 @@ def compare(a: Side, b: Side, *, alpha: float = stats.DEFAULT_ALPHA, n_boot: int
                 report.mismatched.append(f"{key[0]} (protocol v{key[1]}, constants {key[2]} on "
                                          f"{'A' if key in ga else 'B'} only)")
             continue
-        ra, rb = ga[key], gb[key]
-        task = ra[0]["task"]
-        preferred, hib = task_info(task)
-        ma = set().union(*(r["metrics"] for r in ra))
-        mb = set().union(*(r["metrics"] for r in rb))
-        both = {m for m in ma & mb if not is_companion(m, ma | mb)}
-        if metrics:
-            both &= set(metrics)
-        ordered = [m for m in preferred if m in both] + sorted(both - set(preferred), key=natural_key)
-        for m in ordered:
-            report.rows.append(compare_metric(
-                m, ra, rb, alpha=alpha, n_boot=n_boot, seed=seed, protocol_id=key[0],
-                higher_is_better=hib.get(m, not lower_is_better_guess(m)),
-            ))
+        common = sorted(set(ga[key]) & set(gb[key]))
+        several = len(set(ga[key]) | set(gb[key])) > 1
+        if not common:
+            report.mismatched.append(f"{key[0]} (measured on different data or with different options: "
+                                     f"data {_data_fps(ga[key])} vs {_data_fps(gb[key])})")
+            continue
+        for pk in common:
+            ra, rb = ga[key][pk], gb[key][pk]
+            label = f"{key[0]} [{data_fingerprint(ra[0])}]" if several else key[0]
+            split = [side for side, recs in (("A", ra), ("B", rb)) if len({r["experiment"]["key"] for r in recs}) > 1]
+            if split:
+                report.mismatched.append(f"{label} ({' and '.join(split)} hold several experiments of this protocol and "
+                                         "data, e.g. two head files: pass result files)")
+                continue
+            task = ra[0]["task"]
+            preferred, hib = task_info(task)
+            ma = set().union(*(r["metrics"] for r in ra))
+            mb = set().union(*(r["metrics"] for r in rb))
+            both = {m for m in ma & mb if not is_companion(m, ma | mb)}
+            if metrics:
+                both &= set(metrics)
+            ordered = [m for m in preferred if m in both] + sorted(both - set(preferred), key=natural_key)
+            for m in ordered:
+                report.rows.append(compare_metric(
+                    m, ra, rb, alpha=alpha, n_boot=n_boot, seed=seed, protocol_id=label,
+                    higher_is_better=hib.get(m, not lower_is_better_guess(m)),
+                ))
     report.mismatched = sorted(set(report.mismatched))
     if correction == "holm":
         tested = [r for r in report.rows if r.p_value is not None]
@@ -410,13 +436,20 @@ def compare(a: Side, b: Side, *, alpha: float = stats.DEFAULT_ALPHA, n_boot: int
             r.p_adjusted = float(p)
     if not report.rows:
         shared = sorted(ids_a & ids_b)
-        if shared:
+        if shared and all("protocol v" in m for m in report.mismatched):
             raise BenchError(f"A and B share {', '.join(shared)} but under different protocol definitions",
                              "re-run one of them with the same mopro-bench version and --set overrides")
+        if shared:
+            raise BenchError(f"A and B share {', '.join(shared)} but no experiment: " + "; ".join(report.mismatched),
+                             "evaluate both on the same data with the same options, or pass the two result files")
         raise BenchError("A and B have no task@protocol in common "
                          f"(A: {', '.join(sorted(ids_a)) or 'none'}; B: {', '.join(sorted(ids_b)) or 'none'})",
                          "evaluate both checkpoints on the same task@protocol")
     return report
+
+
+def _data_fps(groups: dict[str, list[dict]]) -> str:
+    return ", ".join(sorted({data_fingerprint(recs[0]) for recs in groups.values()}))
 
 
 def _f(v: float | None, digits: int = 2) -> str:

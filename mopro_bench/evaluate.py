@@ -1,7 +1,18 @@
-"""Run one task@protocol on one checkpoint and write the result record (the engine behind ``eval`` and ``demo``)."""
+"""Run one task@protocol on one checkpoint and write the result record (the engine behind ``eval`` and ``demo``).
+
+Before any work: every output location is checked (results directory, ``--out``, ``--work-dir``, cache, the
+``--save-*`` files) and files given as options are hashed. After the run the record gets its identity (see
+:mod:`mopro_bench.results`): the content fingerprints of the images the task read (``ctx.data_fingerprints``), the
+list hashes and counts of every split the task uses compared with the official split sizes (``data.complete``),
+and the option files' SHA-256. A record that cannot be written is kept in a fallback file, and the error says where.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,18 +23,224 @@ import torch
 from mopro_bench.checkpoints import LoadedCheckpoint, load_checkpoint
 from mopro_bench.data import is_synthetic
 from mopro_bench.errors import BenchError
-from mopro_bench.io import atomic_write_json
+from mopro_bench.io import (
+    atomic_write_json,
+    check_dir_creatable,
+    check_writable_dir,
+    check_writable_file,
+    sha256_file,
+    sha256_json,
+)
 from mopro_bench.registry import RunContext, get_task
-from mopro_bench.results import build_record, result_path, write_record
+from mopro_bench.results import FILE_OPTIONS, NON_IDENTITY_OPTIONS, build_record, record_path, slug, write_record
 from mopro_bench.runtime import rank, seed_everything
 
 DEFAULT_RESULTS_DIR = Path("leaderboards/results")
+# eval options naming files the run *writes* (checked before the run)
+OUTPUT_OPTIONS = ("save_splits", "save_head")
+
+# the splits each task reads, for data.complete (protocol constants train_split/test_split win where a protocol has them)
+TASK_SPLITS: dict[str, tuple[str, ...]] = {
+    "voc_lowshot": ("trainval", "test"),
+    "places_lowshot": ("train", "val"),
+    "imagenet_1pct": ("train", "val"),
+    "imagenet_10pct": ("train", "val"),
+    "imagenet_linear": ("train", "val"),
+    "imagenet_val": ("val",),
+    "imagenet_val_calibration": ("val",),
+    "webvision_val": ("val",),
+    "imagenet_r": ("all",),
+    "imagenet_a": ("all",),
+    "coco_maskrcnn": ("train", "val"),
+}
 
 
 @dataclass
 class EvalOutcome:
     record: dict[str, Any]
     path: Path
+
+
+# --------------------------------------------------------------------------------------------------- data: counts
+
+
+def _hash_lines(lines) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()
+
+
+def _split_listing(kind: str, root: Path, split: str, data: dict[str, Any]) -> tuple[int, int | None, str]:
+    """``(found, official, list_hash)`` for one split of a dataset: the names (and labels) it lists, in order."""
+    if kind == "voc07":
+        from mopro_bench.data.voc import OFFICIAL_SIZES, VOC07
+
+        voc = VOC07(root)
+        ids = voc.ids(split)
+        labels = voc.labels(split)
+        return len(ids), OFFICIAL_SIZES.get(split), _hash_lines([*ids, hashlib.sha256(labels.tobytes()).hexdigest()])
+    if kind == "places205":
+        from mopro_bench.data.places import OFFICIAL_SIZES, Places205
+
+        samples = Places205(root).samples(split)
+        return len(samples), OFFICIAL_SIZES.get(split), _hash_lines(f"{r} {y}" for r, y in samples)
+    if kind == "imagenet":
+        from mopro_bench.data.imagenet import OFFICIAL_SIZES, ImageNetFolder, list_images
+
+        ds = ImageNetFolder(root)
+        names = [f"{w}/{p.name}" for w in ds.wnids(split) for p in list_images(ds.split_dir(split) / w)]
+        return len(names), OFFICIAL_SIZES.get(split), _hash_lines(names)
+    if kind in ("imagenet-r", "imagenet-a"):
+        from mopro_bench.data.imagenet_ra import OFFICIAL_SIZES, ImageNetRA
+
+        samples = ImageNetRA(root, kind).samples()
+        return len(samples), OFFICIAL_SIZES.get(kind), _hash_lines(f"{p.parent.name}/{p.name} {y}" for p, y in samples)
+    if kind == "webvision":
+        from mopro_bench.data.webvision import OFFICIAL_SIZES, WebVision
+
+        num_class = int(data.get("num_class") or 1000)
+        ds = WebVision(root, num_class=num_class)
+        samples = ds.val_samples() if split == "val" else ds.train_samples()
+        return len(samples), (OFFICIAL_SIZES.get(num_class) or {}).get(split), _hash_lines(f"{r} {y}" for r, y in samples)
+    if kind == "coco":
+        from mopro_bench.data.coco import OFFICIAL_SIZES, coco_files, load_instances
+
+        ann = load_instances(coco_files(root)[f"{split}_json"])
+        names = sorted(str(im.get("file_name")) for im in ann.get("images", []))
+        return len(names), OFFICIAL_SIZES.get(split), _hash_lines(names)
+    raise KeyError(kind)
+
+
+def data_completeness(task_name: str, kind: str, root: Path, params: dict[str, Any], data: dict[str, Any],
+                      synthetic: bool) -> dict[str, Any]:
+    """``{"complete", "counts": {split: {found, official}}, "lists": {split: sha256}, "complete_note"?}`` for the
+    splits ``task_name`` reads under ``root``. Complete = every split has exactly its official number of images and
+    the data is not generated (``data synth``)."""
+    splits = TASK_SPLITS.get(task_name)
+    if "train_split" in params and "test_split" in params:
+        splits = (str(params["train_split"]), str(params["test_split"]))
+    out: dict[str, Any] = {"counts": {}, "lists": {}}
+    notes: list[str] = []
+    if not splits:
+        out.update(complete=False, complete_note=f"no official split sizes are known for task {task_name}")
+        return out
+    for split in splits:
+        try:
+            found, official, digest = _split_listing(kind, root, split, data)
+        except (BenchError, OSError, KeyError, ValueError) as e:
+            out["counts"][split] = {"found": None, "official": None}
+            notes.append(f"{split}: could not be counted ({getattr(e, 'message', None) or e})")
+            continue
+        out["counts"][split] = {"found": found, "official": official}
+        out["lists"][split] = digest
+        if official is None:
+            notes.append(f"{split}: no official size known")
+        elif found != official:
+            notes.append(f"{split}: {found} of the official {official} images")
+    if synthetic:
+        notes.insert(0, "generated data (`mopro-bench data synth`)")
+    out["complete"] = not notes
+    if notes:
+        out["complete_note"] = "; ".join(notes)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- outputs
+
+
+def check_outputs(results_dir: Path, out: str | Path | None, work_dir: str | Path | None, cache_dir: Path,
+                  options: dict[str, Any]) -> None:
+    """Every place the run will write, checked before the work starts (``BenchError``, one line, exit 2)."""
+    check_writable_dir(results_dir, "results directory")
+    check_writable_dir(cache_dir, "cache directory")
+    if out:
+        check_writable_file(out, "--out")
+    if work_dir:
+        check_dir_creatable(work_dir, "--work-dir")
+    for name in OUTPUT_OPTIONS:
+        if options.get(name):
+            check_writable_file(options[name], "--" + name.replace("_", "-"))
+
+
+def _save_fallback(record: dict[str, Any], name: str) -> Path | None:
+    """Keep a record that could not be written where it was asked for (``$TMPDIR/mopro-bench-unsaved/``)."""
+    for folder in (Path(tempfile.gettempdir()) / "mopro-bench-unsaved", Path.home() / ".cache" / "mopro-bench-unsaved"):
+        try:
+            return atomic_write_json(folder / name, record)
+        except OSError:
+            continue
+    return None
+
+
+def _write_outputs(record: dict[str, Any], path: Path, out: str | Path | None) -> None:
+    try:
+        write_record(record, path)
+    except OSError as e:
+        kept = _save_fallback(record, path.name)
+        where = f"the record was saved to {kept}" if kept else "it could not be saved anywhere (printed below)"
+        if kept is None:
+            import json
+
+            print(json.dumps(record), file=sys.stderr)
+        raise BenchError(f"could not write the result record {path} ({e.strerror or e}); {where}",
+                         f"copy it into {path.parent} once that is writable") from None
+    if out:
+        try:
+            atomic_write_json(out, record)
+        except OSError as e:
+            raise BenchError(f"could not write --out {out} ({e.strerror or e}); the record is in {path}",
+                             f"copy {path} where you need it") from None
+
+
+# --------------------------------------------------------------------------------------------------- identity
+
+
+def option_files(options: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """``{option: {path, sha256}}`` for the eval options that name input files (hashed by content)."""
+    files = {}
+    for name in FILE_OPTIONS:
+        value = options.get(name)
+        if not value:
+            continue
+        p = Path(str(value)).expanduser()
+        if not p.is_file():
+            raise BenchError(f"--{name.replace('_', '-')} {value}: no such file", "check the path")
+        files[name] = {"path": str(p.resolve()), "sha256": sha256_file(p)}
+    return files
+
+
+def identity_options(options: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in sorted(options.items()) if k not in FILE_OPTIONS and k not in NON_IDENTITY_OPTIONS}
+
+
+def _retarget(obj: Any, old: str, new: str) -> Any:
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, dict):
+        return {k: _retarget(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_retarget(v, old, new) for v in obj]
+    return obj
+
+
+def _move_artifacts(artifacts: list[str], old_prefix: Path, new_prefix: Path) -> list[str]:
+    """Artifacts were written under the pre-run name; give them the record's final stem."""
+    old, new = str(old_prefix), str(new_prefix)
+    moved = []
+    for a in artifacts:
+        if old != new and a.startswith(old) and Path(a).exists():
+            target = new + a[len(old):]
+            try:
+                os.replace(a, target)
+                a = target
+            except OSError as e:
+                print(f"warning: could not rename artifact {a} to {target} ({e})", file=sys.stderr)
+        moved.append(a)
+    return moved
+
+
+# --------------------------------------------------------------------------------------------------- evaluate
 
 
 def evaluate(
@@ -59,16 +276,29 @@ def evaluate(
     if not data_root.exists():
         raise BenchError(f"data root {data_root} does not exist",
                          f"pass the {task.data_kind} root with --data (`mopro-bench data check {task.data_kind} ROOT`)")
+    results_dir = Path(results_dir)
+    check_outputs(results_dir, out, work_dir, Path(cache_dir), options)
+    files = option_files(options)
+    exp_options = identity_options(options)
+    synthetic = is_synthetic(data_root)
+    params = protocol.params()
     t0 = time.time()
     ck = ckpt if isinstance(ckpt, LoadedCheckpoint) else load_checkpoint(ckpt, trust=trust, name=name, seed=seed, select=select)
     if name:
         ck.name = name
     t_load = time.time() - t0
-    path = result_path(Path(results_dir), resolved.protocol_id, ck.name, ck.sha256, seed)
+    ck_rec = ck.record()
+    # pre-run name: everything known before the run (the image content is known only after it); artifacts and the
+    # default work dir use it, so an interrupted run resumes in the same place
+    pre_key = sha256_json({"task": task.name, "protocol": [resolved.protocol_id, protocol.version, params],
+                           "checkpoint": [ck.sha256, ck_rec.get("select")], "options": exp_options,
+                           "files": {k: v["sha256"] for k, v in files.items()}, "seed": seed,
+                           "data": [task.data_kind, str(data_root.resolve())]})[:12]
+    pre_stem = results_dir / slug(resolved.protocol_id) / f"{slug(ck.name)}-{(ck.sha256 or 'nohash')[:8]}-{pre_key}-seed{seed}"
     ctx = RunContext(
         device=torch.device(device) if isinstance(device, str) else device,
-        seed=seed, workers=workers, cache_dir=Path(cache_dir), artifact_prefix=path.with_suffix(""),
-        work_dir=Path(work_dir) if work_dir else path.with_suffix("").parent / (path.stem + ".work"),
+        seed=seed, workers=workers, cache_dir=Path(cache_dir), artifact_prefix=Path(str(pre_stem) + ".run"),
+        work_dir=Path(work_dir) if work_dir else Path(str(pre_stem) + ".work"),
         options=options, batch_size=batch_size, progress=progress,
     )
     seed_everything(seed)
@@ -77,14 +307,26 @@ def evaluate(
     t_run = time.time() - t1
     if not output.metrics:
         raise RuntimeError(f"task {task.name} returned no metrics")
+    for opt, f in files.items():  # an input file that changed during the run leaves a number of unknown origin
+        if sha256_file(f["path"]) != f["sha256"]:
+            raise BenchError(f"--{opt.replace('_', '-')} {f['path']} changed while the evaluation ran",
+                             "keep option files fixed during a run and evaluate again")
+    data = {"root": str(data_root.resolve()), "kind": task.data_kind, **output.data,
+            **({"synthetic": True} if synthetic else {})}  # made by `mopro-bench data synth`
+    data.update(data_completeness(task.name, task.data_kind, data_root, params, data, synthetic))
+    data["fingerprints"] = {k: dict(v) for k, v in sorted(getattr(ctx, "data_fingerprints", {}).items())}
+    if not data["complete"]:
+        print(f"note: {task.name}: not the complete official dataset ({data.get('complete_note')}); the record is "
+              "marked data.complete = false and shown apart from published numbers", file=sys.stderr)
+    if source is not None:
+        ck_rec["source"] = source
     record = build_record(
         task=task.name,
         protocol={"id": resolved.protocol_id, "name": protocol.name, "version": protocol.version,
-                  "description": protocol.description, "params": protocol.params(), "overrides": resolved.overrides},
-        checkpoint={**ck.record(), **({"source": source} if source else {})},  # source: where a zoo:/URL spec came from
+                  "description": protocol.description, "params": params, "overrides": resolved.overrides},
+        checkpoint=ck_rec,
         seed=seed,
-        data={"root": str(data_root.resolve()), "kind": task.data_kind, **output.data,
-              **({"synthetic": True} if is_synthetic(data_root) else {})},  # made by `mopro-bench data synth`
+        data=data,
         metrics=output.metrics,
         details={**output.details, "options": {k: str(v) for k, v in options.items()}},
         selection=output.selection,
@@ -92,9 +334,13 @@ def evaluate(
         artifacts=[str(a) for a in output.artifacts],
         metric_units=output.metric_units,
         metric_definitions=output.metric_definitions,
+        experiment={"options": exp_options, "files": files},
     )
+    path = record_path(results_dir, record)
     if rank() == 0:  # under torchrun every process runs the task; one writes the record
-        write_record(record, path)
-        if out:
-            atomic_write_json(out, record)
+        final_prefix = path.with_suffix("")
+        if ctx.artifact_prefix is not None and str(ctx.artifact_prefix) != str(final_prefix):
+            record["artifacts"] = _move_artifacts(record["artifacts"], ctx.artifact_prefix, final_prefix)
+            record["details"] = _retarget(record["details"], str(ctx.artifact_prefix), str(final_prefix))
+        _write_outputs(record, path, out)
     return EvalOutcome(record, path)

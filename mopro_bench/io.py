@@ -19,13 +19,59 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform allows (``/proc/self/status`` on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # pragma: no cover - non-Linux fallback (not thread-safe for a moment)
+    os.umask(mask)  # pragma: no cover
+    return mask  # pragma: no cover
+
+
+def file_mode() -> int:
+    """Mode of every file the suite writes: ``0o666 & ~umask`` (what ``open(path, "w")`` would give)."""
+    return 0o666 & ~current_umask()
+
+
+def write_destination(path: str | os.PathLike) -> tuple[Path, bool]:
+    """Where a write to ``path`` really goes, and whether it can be atomic (temporary file + rename).
+
+    A symlink is followed (the link itself is never replaced): onto a regular file or a missing file the write is an
+    atomic replace of the *target*; onto something that is not a regular file (``/dev/stdout``, a FIFO, a device)
+    the bytes are written straight into it. A destination that is a directory is refused by the caller.
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        target = Path(os.path.realpath(path))
+        if target.exists() and not target.is_file() and not target.is_dir():
+            return target, False
+        return target, True
+    return path, True
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file next to ``path``; on clean exit fsync it and rename it onto ``path``."""
-    path = Path(path)
+    """Open a temporary file next to ``path``; on clean exit fsync it and rename it onto ``path``.
+
+    The file gets ``0o666 & ~umask`` (not ``mkstemp``'s 0600), so colleagues can read shared results, caches and
+    checkpoints. ``path`` may be a symlink: its target is replaced, never the link. A non-regular destination (a
+    device such as ``/dev/stdout``, a FIFO) is written directly.
+    """
+    path, atomic = write_destination(path)
+    if not atomic:
+        with open(path, mode) as fh:
+            yield fh
+            fh.flush()
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with contextlib.suppress(OSError):  # e.g. filesystems without modes
+            os.fchmod(fd, file_mode())
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -41,6 +87,70 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Refuse (``BenchError``) an output file that cannot be written, *before* any work is done.
+
+    Checks that ``path`` is not a directory, that its folder exists or can be created (no file in the way), and that
+    a file can be created in it. Creates the missing folders; writes nothing else (a probe file is removed).
+    """
+    from mopro_bench.errors import BenchError
+
+    path = Path(path).expanduser()
+    dest, atomic = write_destination(path)
+    if dest.is_dir():
+        raise BenchError(f"{what} {path} is a directory", "pass a file name (e.g. DIR/result.json)")
+    if not atomic:
+        if not os.access(dest, os.W_OK):
+            raise BenchError(f"{what} {path} ({dest}) is not writable", "pass another path")
+        return path
+    check_writable_dir(dest.parent, f"the folder of {what} {path}")
+    if dest.exists() and not os.access(dest, os.W_OK) and not os.access(dest.parent, os.W_OK):
+        raise BenchError(f"{what} {path} is not writable", "pass another path or fix its permissions")
+    return path
+
+
+def check_dir_creatable(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Like :func:`check_writable_dir` but creates nothing: ``path`` (or, when missing, its nearest existing parent)
+    must be a directory in which a file can be created (proved with a probe file that is removed again)."""
+    from mopro_bench.errors import BenchError
+
+    path = Path(path).expanduser()
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise BenchError(f"{what} {path} cannot be created: {blocker} is a file, not a directory",
+                         "pass another directory")
+    existing = next((p for p in [path, *path.parents] if p.is_dir()), Path("."))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = "" if existing == path else f" (in {existing})"
+        raise BenchError(f"{what} {path} is not writable{where} ({e.strerror or e})",
+                         "pass a directory you can write to, or fix its permissions") from None
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create ``path`` (with parents) and prove a file can be written in it; ``BenchError`` (one line) when not."""
+    from mopro_bench.errors import BenchError
+
+    path = Path(path).expanduser()
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise BenchError(f"{what} {path} cannot be created: {blocker} is a file, not a directory",
+                         "pass another directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BenchError(f"{what} {path} is not writable ({e.strerror or e})",
+                         "pass a directory you can write to, or fix its permissions") from None
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

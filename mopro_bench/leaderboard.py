@@ -2,8 +2,9 @@
 
 One table per protocol: records are grouped by protocol id (``task@proto`` or ``task@proto+<hash>`` when constants
 were overridden) *and* by protocol version and constants, so two definitions never share a table even when a
-suite upgrade kept the id. Within a table a row is one checkpoint (name + SHA-256) on one dataset; its cells are the
-mean over the row's records (one per seed) and a spread:
+suite upgrade kept the id. Within a table a row is one *experiment* (``record.experiment.key``: checkpoint bytes,
+head file, options, data content -- everything but the seed); its cells are the mean over the row's records (one per
+seed) and a spread:
 
 * ``std_kind="seeds"``: sample standard deviation (ddof=1) over the row's seeds, when it has 2 or more;
 * ``std_kind="within"``: with a single record, the task's own spread ``<metric>_std`` (e.g. over the 5 low-shot
@@ -11,7 +12,12 @@ mean over the row's records (one per seed) and a spread:
 
 Published rows come from ``leaderboards/published.csv`` (``kind=published``): they are attached only to the
 table of the exact protocol id they were published under (never to a ``+hash`` variant), carry their source, and
-are rendered apart (a ``published`` kind, italics and a dagger, never bold, never used for "best").
+are rendered apart (a ``published`` kind, italics and a dagger, never bold, never used for "best"); a published row
+whose ``status`` is ``unverified`` carries a second mark (‡) and a footnote.
+
+Rows measured on data that is not the complete official dataset (``data.complete`` false: fewer or more images than
+the official split sizes, or generated data) are rendered in a section of their own under the table, never next
+to the published rows and never compared with the complete rows for "best".
 
 Nothing here is state: the tables are a pure function of the records and the published file.
 """
@@ -31,22 +37,21 @@ from pathlib import Path
 from typing import Any
 
 from mopro_bench.errors import BenchError
-from mopro_bench.io import atomic_write_text, sha256_json
-from mopro_bench.results import validate_record
+from mopro_bench.io import atomic_write_text, check_dir_creatable, sha256_json
+from mopro_bench.results import identity, validate_record
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PUBLISHED = REPO_ROOT / "leaderboards" / "published.csv"
 DEFAULT_RESULTS_DIR = Path("leaderboards/results")
 DEFAULT_OUT_DIR = Path("leaderboards")
 PUBLISHED_COLUMNS = ("kind", "model", "arch", "pretrain_data", "protocol_id", "metric", "value", "source", "note")
+PUBLISHED_STATUS = ("verified", "unverified")  # optional column `status`; absent = verified
 RECORD_NAME = re.compile(r"-seed-?\d+\.json$")
 # metric names that are errors (lower is better) when the task does not say
 _LOWER_HINTS = ("calib", "ece", "nll", "error", "err_", "brier", "loss")
-# `data` keys that name where a dataset (or a list written next to a result) lives on one machine, not what it is;
-# content hashes (`*sha256`) always count
-_LOCATION_KEYS = ("root", "path", "dir", "cache", "host", "file")
 DASH = "—"
 DAGGER = "†"
+UNVERIFIED = "‡"
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -57,6 +62,7 @@ class LoadedRecords:
     records: list[tuple[Path, dict[str, Any]]]
     skipped: list[Path] = field(default_factory=list)  # JSON files that are not result records (artifacts)
     invalid: list[str] = field(default_factory=list)  # refusal lines, when invalid records were skipped on request
+    unreadable: list[str] = field(default_factory=list)  # `*.json` names that are not files (folders, broken links)
 
 
 def task_matches(spec: str | None, task: str | None, protocol_id: str | None) -> bool:
@@ -91,8 +97,15 @@ def load_records(results_dir: str | Path, *, task: str | None = None, skip_inval
         rel = path.relative_to(root)
         if any(part.startswith(".") or part.endswith(".work") for part in rel.parts):
             continue
+        if not path.is_file():  # a folder or a dangling symlink named *.json: not a record, never a traceback
+            kind = "a folder" if path.is_dir() else "a broken symlink" if path.is_symlink() else "not a regular file"
+            out.unreadable.append(f"{path} is {kind}")
+            continue
         try:
             obj = json.loads(path.read_text())
+        except OSError as e:
+            out.unreadable.append(f"{path} cannot be read ({e.strerror or e})")
+            continue
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             if RECORD_NAME.search(path.name):
                 problems.append(f"{path}: not valid JSON ({e})")
@@ -135,6 +148,7 @@ class Published:
     source: str
     note: str
     text: str = ""  # the value as printed in the source (rendered as is: "39.7" stays "39.7")
+    status: str = "verified"  # "unverified": copied but not checked against the source
 
 
 def load_published(path: str | Path) -> list[Published]:
@@ -164,10 +178,14 @@ def load_published(path: str | Path) -> list[Published]:
             raise BenchError(f"{where}: value {r.get('value')!r} is not a number", "write the number as printed") from None
         if not (r.get("source") or "").strip():
             raise BenchError(f"{where}: no source", "name the paper and table, or the repository README")
+        status = (r.get("status") or "").strip() or "verified"
+        if status not in PUBLISHED_STATUS:
+            raise BenchError(f"{where}: status {status!r} is not one of {', '.join(PUBLISHED_STATUS)}",
+                             "write verified or unverified (or leave the column empty)")
         rows.append(Published(
             model=r["model"].strip(), arch=(r.get("arch") or "").strip(), pretrain_data=(r.get("pretrain_data") or "").strip(),
             protocol_id=pid, metric=r["metric"].strip(), value=value, source=r["source"].strip(),
-            note=(r.get("note") or "").strip(), text=r["value"].strip(),
+            note=(r.get("note") or "").strip(), text=r["value"].strip(), status=status,
         ))
     return rows
 
@@ -200,6 +218,11 @@ class Row:
     pretrain_data: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    experiment: str | None = None  # record.experiment.key (measured rows)
+    head_sha256: str | None = None  # --head file of the experiment
+    complete: bool = True  # measured on the complete official dataset (published rows: True)
+    data_note: str = ""  # why not complete
+    unverified: bool = False  # published row whose status is "unverified"
 
     @property
     def short_sha(self) -> str:
@@ -210,7 +233,8 @@ class Row:
         if self.kind == "published":
             extra = ", ".join(x for x in (self.arch, self.pretrain_data) if x)
             return f"{self.name} ({extra})" if extra else self.name
-        return self.name + (" (synthetic data)" if self.synthetic else "")
+        head = f" + head {self.head_sha256[:8]}" if self.head_sha256 else ""
+        return self.name + head + (" (synthetic data)" if self.synthetic else "")
 
 
 @dataclass
@@ -233,6 +257,11 @@ class Table:
         return [r for r in self.rows if r.kind == "measured"]
 
     @property
+    def partial(self) -> list[Row]:
+        """Measured rows on data that is not the complete official dataset (shown apart)."""
+        return [r for r in self.rows if r.kind == "measured" and not r.complete]
+
+    @property
     def published(self) -> list[Row]:
         return [r for r in self.rows if r.kind == "published"]
 
@@ -242,8 +271,10 @@ class Table:
             return f"{self.protocol_id} (protocol v{self.version}, constants {self.params_hash})"
         return self.protocol_id
 
-    def best(self, metric: str) -> float | None:
-        vals = [r.cells[metric].mean for r in self.measured if metric in r.cells and math.isfinite(r.cells[metric].mean)]
+    def best(self, metric: str, complete: bool = True) -> float | None:
+        """Best mean among the measured rows of one section (complete data, or the partial-data section)."""
+        rows = [r for r in self.measured if r.complete == complete]
+        vals = [r.cells[metric].mean for r in rows if metric in r.cells and math.isfinite(r.cells[metric].mean)]
         if len(vals) < 2:
             return None
         return max(vals) if self.higher_is_better.get(metric, True) else min(vals)
@@ -287,11 +318,9 @@ def order_metrics(present: Iterable[str], preferred: Iterable[str] = ()) -> list
 
 
 def data_fingerprint(record: dict[str, Any]) -> str:
-    """Hash of what the data *is* (kind, split/list hashes, counts), not where it lives on this machine."""
-    data = record.get("data") or {}
-    ident = {k: v for k, v in data.items()
-             if k.lower().endswith("sha256") or not any(h in k.lower() for h in _LOCATION_KEYS)}
-    return sha256_json(ident)[:8]
+    """Hash of what the data *is* (kind, list hashes of the splits, content fingerprints of the whole splits read --
+    the data part of the experiment key), not where it lives on this machine."""
+    return sha256_json(identity(record, with_seed=False)["data"])[:8]
 
 
 def protocol_key(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -300,7 +329,8 @@ def protocol_key(record: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def _dedupe_seeds(records: list[tuple[Path, dict]], notes: list[str]) -> list[tuple[Path, dict]]:
-    """One record per seed: when a seed was evaluated twice (copies, re-runs elsewhere), the newest one counts."""
+    """One record per seed of one experiment: when a seed was evaluated twice (a copy of the file, a re-run on another
+    machine or with other image content under the same full-split lists), the newest one counts."""
     by_seed: dict[int, tuple[Path, dict]] = {}
     for path, rec in sorted(records, key=lambda pr: (pr[1].get("created", ""), str(pr[0]))):
         seed = rec["seed"]
@@ -332,6 +362,7 @@ def _published_rows(published: list[Published], protocol_id: str) -> list[Row]:
         key = (p.model, p.arch, p.pretrain_data)
         row = rows.setdefault(key, Row(kind="published", name=p.model, cells={}, arch=p.arch, pretrain_data=p.pretrain_data))
         row.cells[p.metric] = Cell(p.value, None, None, 0, [p.value], text=p.text or None)
+        row.unverified |= p.status == "unverified"
         if p.source not in row.sources:
             row.sources.append(p.source)
         if p.note and p.note not in row.note:
@@ -364,10 +395,9 @@ def build_tables(
         task_name = first["task"]
         preferred, hib_registered = task_info(task_name)
         notes: list[str] = []
-        by_row: dict[tuple[str, str | None, str], list[tuple[Path, dict]]] = {}
-        for path, rec in group:
-            ck = rec["checkpoint"]
-            by_row.setdefault((ck["name"], ck.get("sha256"), data_fingerprint(rec)), []).append((path, rec))
+        by_row: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
+        for path, rec in group:  # one row per experiment (and display name): seeds of one experiment only
+            by_row.setdefault((rec["checkpoint"]["name"], rec["experiment"]["key"]), []).append((path, rec))
         all_metrics: set[str] = set()
         for _, rec in group:
             all_metrics |= set(rec["metrics"])
@@ -376,16 +406,19 @@ def build_tables(
             all_metrics |= set(r.cells)
         columns = order_metrics([m for m in all_metrics if not is_companion(m, all_metrics)], preferred)
         rows: list[Row] = []
-        for (name, sha, fp), members in by_row.items():
+        for (name, key), members in by_row.items():
             members = _dedupe_seeds(members, notes)
             recs = [r for _, r in members]
             cells = {m: c for m in columns if (c := aggregate(recs, m)) is not None}
             ck = recs[0]["checkpoint"]
+            incomplete = [r for r in recs if not r["data"].get("complete")]
             rows.append(Row(
-                kind="measured", name=name, cells=cells, sha256=sha, arch=ck.get("arch"),
-                seeds=[r["seed"] for r in recs], data_fp=fp,
+                kind="measured", name=name, cells=cells, sha256=ck.get("sha256"), arch=ck.get("arch"),
+                seeds=[r["seed"] for r in recs], data_fp=data_fingerprint(recs[0]),
                 synthetic=any(bool((r.get("data") or {}).get("synthetic")) for r in recs),
-                records=recs, files=[str(p) for p, _ in members],
+                records=recs, files=[str(p) for p, _ in members], experiment=key,
+                head_sha256=((recs[0]["experiment"].get("files") or {}).get("head") or {}).get("sha256"),
+                complete=not incomplete, data_note=(incomplete[0]["data"].get("complete_note") or "") if incomplete else "",
             ))
         hib = {m: hib_registered.get(m, not lower_is_better_guess(m)) for m in columns}
         primary = next((m for m in columns if any(m in r.cells for r in rows)), None)
@@ -412,6 +445,12 @@ def build_tables(
         if any(r.synthetic for r in rows):
             table.notes.append("rows marked (synthetic data) were measured on generated data: a pipeline check, not "
                                "comparable with published numbers")
+        same_ck = {}
+        for r in rows:
+            same_ck.setdefault((r.name, r.sha256), set()).add(r.experiment)
+        if any(len(v) > 1 for v in same_ck.values()):
+            table.notes.append("a checkpoint with several rows was evaluated in several experiments (other data content, "
+                               "head file or options; see the experiment column); they are never pooled as seeds")
         if pub_rows and any(r.cells for r in rows):
             table.notes.append(f"published rows ({DAGGER}) are copied from their sources under the published protocol; "
                                "they were not measured by this suite")
@@ -469,6 +508,54 @@ SPREAD_LEGEND = ("cells: mean ± std over seeds when a checkpoint has 2 or more 
                  "task's own spread (its `<metric>_std`, e.g. over the low-shot split draws); n = records (seeds)")
 
 
+PARTIAL_TITLE = "Partial or generated data -- not comparable with the published rows or the rows above"
+
+
+def _split_rows(t: Table) -> tuple[list[Row], list[Row]]:
+    """(main rows: complete measured + published, partial-data rows)."""
+    return [r for r in t.rows if r.kind == "published" or r.complete], t.partial
+
+
+def _columns(t: Table) -> tuple[bool, bool]:
+    """(show the data column, show the experiment column)."""
+    per_ck: dict[tuple, set] = {}
+    for r in t.measured:
+        per_ck.setdefault((r.name, r.sha256), set()).add(r.experiment)
+    return t.mixed_data(), any(len(v) > 1 for v in per_ck.values())
+
+
+def _published_mark(r: Row) -> str:
+    return DAGGER + (UNVERIFIED if r.unverified else "")
+
+
+def _md_table(t: Table, rows: list[Row], src_idx: dict[str, int], *, complete: bool, with_note: bool) -> list[str]:
+    mixed, show_exp = _columns(t)
+    head = ["kind", "checkpoint", "sha256"] + (["experiment"] if show_exp else []) + (["data"] if mixed else []) + ["n"]
+    head += [_header(m, t.higher_is_better) for m in t.metrics] + (["data (vs official)"] if with_note else [])
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(["---"] * (3 + show_exp + mixed) + ["---:"] * (1 + len(t.metrics)) + ["---"] * with_note) + "|"]
+    best = {m: t.best(m, complete=complete) for m in t.metrics}
+    for r in rows:
+        if r.kind == "measured":
+            cells = []
+            for m in t.metrics:
+                c = r.cells.get(m)
+                s = fmt_cell(c)
+                if c is not None and best[m] is not None and c.mean == best[m]:
+                    s = f"**{s}**"
+                cells.append(s)
+            line = ["measured", _md_escape(r.label), f"`{r.short_sha}`" if r.sha256 else DASH]
+            line += ([f"`{(r.experiment or '')[:8]}`"] if show_exp else []) + ([r.data_fp or DASH] if mixed else [])
+            line += [str(len(r.seeds))] + cells + ([_md_escape(r.data_note or DASH)] if with_note else [])
+        else:
+            refs = "".join(f"[{src_idx[s]}]" for s in r.sources)
+            line = [f"*published*{_published_mark(r)}", f"*{_md_escape(r.label)}* {refs}", DASH]
+            line += [DASH] * (show_exp + mixed) + [DASH]
+            line += [f"*{fmt_cell(r.cells[m])}*" if m in r.cells else DASH for m in t.metrics] + ([DASH] if with_note else [])
+        out.append("| " + " | ".join(line) + " |")
+    return out
+
+
 def render_markdown(tables: list[Table], *, source_dir: str | None = None, n_records: int | None = None,
                     plots: list[Path] | None = None) -> str:
     src_idx = _sources_index(tables)
@@ -476,8 +563,10 @@ def render_markdown(tables: list[Table], *, source_dir: str | None = None, n_rec
     if source_dir is not None:
         out.append(f"Built from {n_records} result record(s) in `{source_dir}` by `mopro-bench leaderboard`.")
     out += [
-        f"One table per protocol; {SPREAD_LEGEND}. **Bold**: best measured value in a column (↑ higher is better, "
-        f"↓ lower). Rows marked *published*{DAGGER} are numbers from the cited sources, never measured here.", "",
+        f"One table per protocol, one row per experiment (checkpoint, head file, options, data content); {SPREAD_LEGEND}. "
+        f"**Bold**: best measured value in a column (↑ higher is better, ↓ lower). Rows marked *published*{DAGGER} are "
+        f"numbers from the cited sources, never measured here ({DAGGER}{UNVERIFIED}: not yet checked against the source). "
+        "Rows measured on partial or generated data are listed apart, under each table.", "",
     ]
     for t in tables:
         out += [f"## {t.title}", ""]
@@ -488,36 +577,21 @@ def render_markdown(tables: list[Table], *, source_dir: str | None = None, n_rec
             meta.append(f"constants `{t.params_hash}`")
         if t.selection:
             meta.append("selection: " + "; ".join(t.selection))
-        meta.append(f"{len(t.measured)} measured, {len(t.published)} published")
+        meta.append(f"{len(t.measured)} measured ({len(t.partial)} on partial data), {len(t.published)} published")
         out += [" · ".join(meta), ""]
-        mixed = t.mixed_data()
-        head = ["kind", "checkpoint", "sha256"] + (["data"] if mixed else []) + ["n"] + [_header(m, t.higher_is_better)
-                                                                                      for m in t.metrics]
-        out.append("| " + " | ".join(head) + " |")
-        out.append("|" + "|".join(["---"] * (3 + mixed) + ["---:"] * (1 + len(t.metrics))) + "|")
-        best = {m: t.best(m) for m in t.metrics}
-        for r in t.rows:
-            if r.kind == "measured":
-                cells = []
-                for m in t.metrics:
-                    c = r.cells.get(m)
-                    s = fmt_cell(c)
-                    if c is not None and best[m] is not None and c.mean == best[m]:
-                        s = f"**{s}**"
-                    cells.append(s)
-                line = ["measured", _md_escape(r.label), f"`{r.short_sha}`" if r.sha256 else DASH]
-                line += ([r.data_fp or DASH] if mixed else []) + [str(len(r.seeds))] + cells
-            else:
-                refs = "".join(f"[{src_idx[s]}]" for s in r.sources)
-                line = [f"*published*{DAGGER}", f"*{_md_escape(r.label)}* {refs}", DASH] + ([DASH] if mixed else []) + [DASH]
-                line += [f"*{fmt_cell(r.cells[m])}*" if m in r.cells else DASH for m in t.metrics]
-            out.append("| " + " | ".join(line) + " |")
-        out.append("")
+        main, partial = _split_rows(t)
+        if main:
+            out += _md_table(t, main, src_idx, complete=True, with_note=False) + [""]
+        if partial:
+            out += [f"**{PARTIAL_TITLE}:**", ""]
+            out += _md_table(t, partial, src_idx, complete=False, with_note=True) + [""]
         for note in t.notes:
             out.append(f"> {note}")
         if t.notes:
             out.append("")
         pub_notes = [f"{r.label}: {r.note}" for r in t.published if r.note]
+        pub_notes += [f"{UNVERIFIED} {r.label}: copied from the source but not yet verified against it"
+                      for r in t.published if r.unverified]
         for n in pub_notes:
             out.append(f"- {DAGGER} {_md_escape(n)}")
         if pub_notes:
@@ -538,11 +612,14 @@ def _md_escape(s: str) -> str:
 
 
 CSV_COLUMNS = ("kind", "protocol_id", "protocol_version", "protocol_constants", "task", "checkpoint", "sha256", "arch",
-               "data", "n", "seeds", "metric", "mean", "std", "std_kind", "higher_is_better", "source", "note")
+               "data", "n", "seeds", "metric", "mean", "std", "std_kind", "higher_is_better", "source", "note",
+               "experiment", "complete", "status")
 
 
 def render_csv(tables: list[Table]) -> str:
-    """Long format: one line per (table row, metric) -- what a notebook wants (``pandas.read_csv``)."""
+    """Long format: one line per (table row, metric) -- what a notebook wants (``pandas.read_csv``). ``complete`` is
+    1 for rows on the complete official data (and published rows), 0 for partial/generated data; ``status`` is the
+    published row's verified/unverified."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -557,7 +634,8 @@ def render_csv(tables: list[Table]) -> str:
                     r.label if r.kind == "published" else r.name, r.sha256 or "", r.arch or "", r.data_fp or "",
                     len(r.seeds) if r.kind == "measured" else "", " ".join(map(str, r.seeds)), m, repr(c.mean),
                     "" if c.std is None else repr(c.std), c.std_kind or "", int(t.higher_is_better.get(m, True)),
-                    "; ".join(r.sources), r.note,
+                    "; ".join(r.sources), r.note if r.kind == "published" else r.data_note, r.experiment or "",
+                    int(r.complete), ("unverified" if r.unverified else "verified") if r.kind == "published" else "",
                 ])
     return buf.getvalue()
 
@@ -568,10 +646,45 @@ table{border-collapse:collapse;margin:.5em 0 1em}
 th,td{border:1px solid #ccc;padding:.25em .6em}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.published td{background:#f4f4f4;font-style:italic;color:#555}
+tr.partial td{color:#8a5a00}
 .meta{color:#666;font-size:.9em}
 .note{color:#8a5a00}
 img{max-width:100%}
 """
+
+
+def _html_table(t: Table, rows: list[Row], src_idx: dict[str, int], *, complete: bool, with_note: bool) -> list[str]:
+    e = html.escape
+    mixed, show_exp = _columns(t)
+    out = ["<table><tr><th>kind</th><th>checkpoint</th><th>sha256</th>" + ("<th>experiment</th>" if show_exp else "")
+           + ("<th>data</th>" if mixed else "") + "<th>n</th>"
+           + "".join(f"<th>{e(_header(m, t.higher_is_better))}</th>" for m in t.metrics)
+           + ("<th>data (vs official)</th>" if with_note else "") + "</tr>"]
+    best = {m: t.best(m, complete=complete) for m in t.metrics}
+    for r in rows:
+        if r.kind == "measured":
+            tds = []
+            for m in t.metrics:
+                c = r.cells.get(m)
+                s = e(fmt_cell(c))
+                if c is not None and best[m] is not None and c.mean == best[m]:
+                    s = f"<b>{s}</b>"
+                tds.append(f"<td class='num'>{s}</td>")
+            out.append(f"<tr class='{'measured' if complete else 'partial'}'><td>measured</td>"
+                       f"<td>{e(r.label)}</td><td><code>{e(r.short_sha) or DASH}</code></td>"
+                       + (f"<td><code>{e((r.experiment or '')[:8])}</code></td>" if show_exp else "")
+                       + (f"<td>{e(r.data_fp or DASH)}</td>" if mixed else "") + f"<td class='num'>{len(r.seeds)}</td>"
+                       + "".join(tds) + (f"<td>{e(r.data_note or DASH)}</td>" if with_note else "") + "</tr>")
+        else:
+            refs = "".join(f"[{src_idx[s]}]" for s in r.sources)
+            title = e(r.note, quote=True)
+            out.append(f"<tr class='published{' unverified' if r.unverified else ''}' title='{title}'>"
+                       f"<td>published{_published_mark(r)}</td><td>{e(r.label)} {refs}</td>"
+                       f"<td>{DASH}</td>" + f"<td>{DASH}</td>" * (show_exp + mixed) + f"<td>{DASH}</td>"
+                       + "".join(f"<td class='num'>{e(fmt_cell(r.cells[m])) if m in r.cells else DASH}</td>"
+                                 for m in t.metrics) + (f"<td>{DASH}</td>" if with_note else "") + "</tr>")
+    out.append("</table>")
+    return out
 
 
 def render_html(tables: list[Table], *, source_dir: str | None = None, n_records: int | None = None,
@@ -583,43 +696,29 @@ def render_html(tables: list[Table], *, source_dir: str | None = None, n_records
     if source_dir is not None:
         out.append(f"<p class='meta'>Built from {n_records} result record(s) in <code>{e(source_dir)}</code>.</p>")
     out.append(f"<p class='meta'>{e(SPREAD_LEGEND)}. <b>Bold</b>: best measured value in a column. Grey italic rows "
-               f"marked published{DAGGER} are numbers from the cited sources, never measured here.</p>")
+               f"marked published{DAGGER} are numbers from the cited sources, never measured here "
+               f"({DAGGER}{UNVERIFIED}: not yet verified against the source). Rows on partial or generated data are "
+               "listed apart under each table.</p>")
     for t in tables:
         out.append(f"<h2>{e(t.title)}</h2>")
         meta = [f"protocol v{t.version}" if t.version else "", f"constants {t.params_hash}" if t.params_hash else "",
                 ("selection: " + "; ".join(t.selection)) if t.selection else "",
-                f"{len(t.measured)} measured, {len(t.published)} published"]
+                f"{len(t.measured)} measured ({len(t.partial)} on partial data), {len(t.published)} published"]
         out.append(f"<p class='meta'>{e(' · '.join(m for m in meta if m))}</p>")
-        mixed = t.mixed_data()
-        out.append("<table><tr><th>kind</th><th>checkpoint</th><th>sha256</th>" + ("<th>data</th>" if mixed else "")
-                   + "<th>n</th>" + "".join(f"<th>{e(_header(m, t.higher_is_better))}</th>" for m in t.metrics) + "</tr>")
-        best = {m: t.best(m) for m in t.metrics}
-        for r in t.rows:
-            if r.kind == "measured":
-                tds = []
-                for m in t.metrics:
-                    c = r.cells.get(m)
-                    s = e(fmt_cell(c))
-                    if c is not None and best[m] is not None and c.mean == best[m]:
-                        s = f"<b>{s}</b>"
-                    tds.append(f"<td class='num'>{s}</td>")
-                out.append("<tr class='measured'><td>measured</td>"
-                           f"<td>{e(r.label)}</td><td><code>{e(r.short_sha) or DASH}</code></td>"
-                           + (f"<td>{e(r.data_fp or DASH)}</td>" if mixed else "") + f"<td class='num'>{len(r.seeds)}</td>"
-                           + "".join(tds) + "</tr>")
-            else:
-                refs = "".join(f"[{src_idx[s]}]" for s in r.sources)
-                title = e(r.note, quote=True)
-                out.append(f"<tr class='published' title='{title}'><td>published{DAGGER}</td><td>{e(r.label)} {refs}</td>"
-                           f"<td>{DASH}</td>" + (f"<td>{DASH}</td>" if mixed else "") + f"<td>{DASH}</td>"
-                           + "".join(f"<td class='num'>{e(fmt_cell(r.cells[m])) if m in r.cells else DASH}</td>"
-                                     for m in t.metrics) + "</tr>")
-        out.append("</table>")
+        main, partial = _split_rows(t)
+        if main:
+            out += _html_table(t, main, src_idx, complete=True, with_note=False)
+        if partial:
+            out.append(f"<h3 class='partial'>{e(PARTIAL_TITLE)}</h3>")
+            out += _html_table(t, partial, src_idx, complete=False, with_note=True)
         for note in t.notes:
             out.append(f"<p class='note'>{e(note)}</p>")
         for r in t.published:
             if r.note:
                 out.append(f"<p class='meta'>{DAGGER} {e(r.label)}: {e(r.note)}</p>")
+            if r.unverified:
+                out.append(f"<p class='meta'>{DAGGER}{UNVERIFIED} {e(r.label)}: copied from the source but not yet "
+                           "verified against it</p>")
     if src_idx:
         out.append("<h2>Sources of published numbers</h2><ol>" + "".join(f"<li>{e(s)}</li>" for s in src_idx) + "</ol>")
     if plots:
@@ -653,9 +752,13 @@ def make_leaderboard(
     """Load, group, render; write ``leaderboard.md`` + ``leaderboard.csv`` (+ ``.html``, plots) into ``out_dir``."""
     if fmt not in ("md", "csv", "html"):
         raise BenchError(f"--format {fmt!r} is not a leaderboard format", "use md, csv or html")
+    if out_dir is not None:  # before any work: an output folder that cannot be written is one line, exit 2
+        check_dir_creatable(out_dir, "--out-dir")
     loaded = load_records(results_dir, task=task, skip_invalid=skip_invalid)
     for line in loaded.invalid:
         print(f"warning: skipped invalid record: {line}", file=sys.stderr)
+    for line in loaded.unreadable:
+        print(f"warning: skipped {line}", file=sys.stderr)
     pub = load_published(published) if published else []
     if not loaded.records and not all_published:
         what = f" for --task {task}" if task else ""

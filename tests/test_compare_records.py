@@ -8,7 +8,7 @@ from scipy import stats as sst
 
 from mopro_bench.compare import Side, compare, resolve_side
 from mopro_bench.errors import BenchError
-from tests.test_leaderboard_tables import SHA_A, SHA_B, _fast_records, make_record, put  # noqa: F401 (fixture)
+from tests.test_leaderboard_tables import SHA_A, SHA_B, VOC_DATA, _fast_records, make_record, put  # noqa: F401 (fixture)
 
 KS = (1, 2, 4, 8, 16)
 
@@ -43,7 +43,7 @@ def test_per_run_paired_ttest_significant_and_not():
     for r in rep.rows:
         assert r.low < 0 < r.high and not r.significant and r.verdict == "no"
     # unpaired view of the same +3 runs (different splits) is not significant: the split variance swamps it
-    rep = compare(a, Side("B", [lowshot("b", SHA_B, better, data={"kind": "voc07", "splits_sha256": "other"})]), n_boot=200)
+    rep = compare(a, Side("B", [lowshot("b", SHA_B, better, data={**VOC_DATA, "splits_sha256": "other"})]), n_boot=200)
     r = by_metric(rep)["voc_lowshot@mopro", "mAP_k1"]
     assert r.test.startswith("Welch t-test over runs") and "not paired: different data/splits" in r.note
     assert r.p_value == pytest.approx(sst.ttest_ind(better[1], base[1], equal_var=False).pvalue)

@@ -11,7 +11,15 @@ import pytest
 
 from mopro_bench import io as mio
 from mopro_bench.errors import BenchError
-from mopro_bench.results import SCHEMA_VERSION, build_record, read_record, result_path, validate_record, write_record
+from mopro_bench.results import (
+    SCHEMA_VERSION,
+    build_record,
+    read_record,
+    record_path,
+    result_path,
+    validate_record,
+    write_record,
+)
 
 
 def make_record(**kw):
@@ -39,7 +47,7 @@ def test_invalid_and_stale_records_are_refused(tmp_path):
         validate_record({**rec, "metrics": {"mAP_k1": "high"}})
     stale = {**rec, "schema_version": 0}
     (tmp_path / "old.json").write_text(json.dumps(stale))
-    with pytest.raises(BenchError, match=r"old.json: result schema version 0, this suite reads version 1"):
+    with pytest.raises(BenchError, match=r"old.json: result schema version 0, this suite reads version 2"):
         read_record(tmp_path / "old.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(BenchError, match="bad.json: not valid JSON"):
@@ -51,9 +59,11 @@ def test_invalid_and_stale_records_are_refused(tmp_path):
 
 
 def test_result_path_layout(tmp_path):
-    p = result_path(tmp_path, "voc_lowshot@mopro", "my ckpt/ä", "0123456789abcdef", 3)
-    assert p == tmp_path / "voc_lowshot@mopro" / "my-ckpt-01234567-seed3.json"
+    p = result_path(tmp_path, "voc_lowshot@mopro", "my ckpt/ä", "0123456789abcdef", 3, run_key="fedcba9876543210")
+    assert p == tmp_path / "voc_lowshot@mopro" / "my-ckpt-01234567-fedcba987654-seed3.json"
     assert result_path(tmp_path, "t@p+1a2b3c4d", "random:resnet18", None, 0).name == "random-resnet18-nohash-seed0.json"
+    rec = make_record(seed=3)
+    assert record_path(tmp_path, rec).name == f"m-abababab-{rec['experiment']['run_key'][:12]}-seed3.json"
 
 
 def test_crash_mid_write_leaves_no_partial_file(tmp_path):
@@ -72,7 +82,7 @@ def test_crash_mid_write_leaves_no_partial_file(tmp_path):
 
 
 def _writer_proc(path: str, i: int) -> None:
-    rec = make_record(seed=i, metrics={"mAP_k1": float(i)})
+    rec = make_record(seed=i, metrics={"mAP_k1": float(i)}, details={"per_run": {"mAP_k1": [i - 1.0, i + 1.0]}})
     for _ in range(5):
         write_record(rec, Path(path) / f"r{i}.json")
         write_record(rec, Path(path) / "shared.json")  # all processes hammer one file too

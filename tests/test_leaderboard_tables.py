@@ -11,12 +11,13 @@ import pytest
 
 from mopro_bench import leaderboard as lb
 from mopro_bench.errors import BenchError
-from mopro_bench.results import build_record, result_path, write_record
+from mopro_bench.results import build_record, record_path, write_record
 
 KS = (1, 2, 4, 8, 16)
 SHA_A = "a1" * 32
 SHA_B = "b2" * 32
-VOC_DATA = {"root": "/data/voc", "kind": "voc07", "splits_sha256": "5eed"}
+VOC_DATA = {"root": "/data/voc", "kind": "voc07", "splits_sha256": "5eed", "complete": True,
+            "lists": {"trainval": "11" * 32, "test": "22" * 32}}
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +44,7 @@ def make_record(*, task="voc_lowshot", pid="voc_lowshot@mopro", name="mopro-r50"
 
 
 def put(root: Path, rec: dict) -> Path:
-    ck = rec["checkpoint"]
-    return write_record(rec, result_path(root, rec["protocol"]["id"], ck["name"], ck["sha256"], rec["seed"]))
+    return write_record(rec, record_path(root, rec))
 
 
 def lowshot_metrics(base: float, std: float | None = None) -> dict[str, float]:
@@ -93,7 +93,7 @@ def test_cells_are_mean_and_std_over_seeds_or_within_run(results_dir):
 
 def test_lower_is_better_metrics_pick_the_smallest_as_best(tmp_path):
     root = tmp_path / "r"
-    kw = dict(task="imagenet_r", pid="imagenet_r@hendrycks", data={"kind": "imagenet-r"})
+    kw = dict(task="imagenet_r", pid="imagenet_r@hendrycks", data={"kind": "imagenet-r", "complete": True})
     put(root, make_record(metrics={"top1": 50.0, "calib_rms": 9.0}, **kw))
     put(root, make_record(name="other", sha=SHA_B, metrics={"top1": 40.0, "calib_rms": 4.0}, **kw))
     t = lb.build_tables(lb.load_records(root).records)[0]
@@ -106,7 +106,7 @@ def test_stale_schema_record_is_refused_naming_file_and_fix(results_dir, cli, tm
     stale = results_dir / "voc_lowshot@mopro" / "old-00000000-seed0.json"
     rec = json.loads(next(results_dir.rglob("*.json")).read_text())
     stale.write_text(json.dumps({**rec, "schema_version": 0}))
-    with pytest.raises(BenchError, match=r"old-00000000-seed0.json: result schema version 0, this suite reads version 1"):
+    with pytest.raises(BenchError, match=r"old-00000000-seed0.json: result schema version 0, this suite reads version 2"):
         lb.load_records(results_dir)
     code, out, err = cli("leaderboard", "--results-dir", results_dir, "--out-dir", tmp_path / "lb")
     lines = [ln for ln in err.splitlines() if not ln.startswith("warning:")]
@@ -215,12 +215,19 @@ def test_different_data_are_different_rows(tmp_path):
     root = tmp_path / "r"
     put(root, make_record(metrics={"mAP_k1": 60.0}))
     put(root, make_record(seed=1, metrics={"mAP_k1": 62.0}, data={**VOC_DATA, "root": "/elsewhere"}))  # same data
-    put(root, make_record(seed=2, metrics={"mAP_k1": 5.0}, data={**VOC_DATA, "synthetic": True, "splits_sha256": "x"}))
+    other = {**VOC_DATA, "lists": {"trainval": "33" * 32, "test": "22" * 32}}
+    put(root, make_record(seed=2, metrics={"mAP_k1": 40.0}, data=other))  # other trainval list: another experiment
+    synth = {**VOC_DATA, "lists": {"trainval": "44" * 32, "test": "55" * 32}, "synthetic": True, "complete": False,
+             "complete_note": "generated data"}
+    put(root, make_record(seed=3, metrics={"mAP_k1": 5.0}, data=synth))
     t = lb.build_tables(lb.load_records(root).records)[0]
-    assert [(r.label, len(r.seeds)) for r in t.measured] == [("mopro-r50", 2), ("mopro-r50 (synthetic data)", 1)]
+    assert [(r.label, len(r.seeds), r.complete) for r in t.measured] == [
+        ("mopro-r50", 2, True), ("mopro-r50", 1, True), ("mopro-r50 (synthetic data)", 1, False)]
     assert t.measured[0].cells["mAP_k1"].mean == pytest.approx(61.0)
+    assert len({r.experiment for r in t.measured}) == 3
     md = lb.render_markdown([t])
-    assert "| data |" in md and "synthetic data" in md
+    assert "| data |" in md and "synthetic data" in md and "| experiment |" in md
+    assert any("never pooled as seeds" in n for n in t.notes)
 
 
 def test_task_filter(results_dir):
@@ -281,10 +288,14 @@ def test_repository_published_csv():
             assert r.metric in metrics, (r.protocol_id, r.metric)
 
 
-def test_data_fingerprint_ignores_locations_but_not_content_hashes():
+def test_data_fingerprint_ignores_locations_but_not_content():
     from mopro_bench.leaderboard import data_fingerprint
 
-    a = {"data": {"root": "/a", "kind": "imagenet", "subset_file": "/r/a.subset.txt", "subset_file_sha256": "x1"}}
-    b = {"data": {"root": "/b", "kind": "imagenet", "subset_file": "/r/b.subset.txt", "subset_file_sha256": "x1"}}
-    c = {"data": {"root": "/a", "kind": "imagenet", "subset_file": "/r/a.subset.txt", "subset_file_sha256": "x2"}}
-    assert data_fingerprint(a) == data_fingerprint(b) != data_fingerprint(c)
+    fp = {"imagenet/val": {"sha256": "f1", "n": 2}}
+    counts = {"val": {"found": 2, "official": 50000}}
+    a = {"data": {"root": "/a", "kind": "imagenet", "lists": {"val": "l1"}, "counts": counts, "fingerprints": fp}}
+    b = {"data": {"root": "/b", "kind": "imagenet", "lists": {"val": "l1"}, "counts": counts, "fingerprints": fp}}
+    c = {"data": {**a["data"], "fingerprints": {"imagenet/val": {"sha256": "f2", "n": 2}}}}  # same names, other pixels
+    d = {"data": {**a["data"], "lists": {"val": "l2"}}}
+    assert data_fingerprint(a) == data_fingerprint(b)
+    assert len({data_fingerprint(x) for x in (a, c, d)}) == 3

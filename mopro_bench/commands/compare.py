@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mopro_bench.io import atomic_write_text
+from mopro_bench.io import atomic_write_text, check_writable_file
 from mopro_bench.leaderboard import DEFAULT_RESULTS_DIR
 from mopro_bench.metrics.stats import DEFAULT_ALPHA, DEFAULT_N_BOOT
 
@@ -14,7 +14,9 @@ checkpoints looked up in RESULTS_DIR by display name, SHA-256 prefix (6+ hex dig
 metric: B-A, its interval and a two-sided test -- a paired bootstrap over test images where the records carry
 per-image data, a paired t-test over runs (e.g. the low-shot split draws) or seeds where they can be paired, Welch's
 t-test otherwise -- and whether the difference is significant at --alpha. Bootstrap resamples are seeded with
---seed, so the output is reproducible."""
+--seed, so the output is reproducible. Only records of one experiment (same checkpoint bytes, head file, options and
+data content; `experiment.key`) are pooled as seeds, and A and B are paired only on the same data and options: a
+checkpoint evaluated on two datasets gives one comparison per dataset."""
 
 
 def add_parser(sub, parents):
@@ -38,6 +40,8 @@ def add_parser(sub, parents):
 def run(args) -> int:
     from mopro_bench.compare import RENDERERS, compare, resolve_side
 
+    if args.out:  # before any work: an unwritable --out is one line, exit 2
+        check_writable_file(args.out, "--out")
     cache: dict = {}
     a = resolve_side(args.a, args.results_dir, task=args.task, skip_invalid=args.skip_invalid, _cache=cache)
     b = resolve_side(args.b, args.results_dir, task=args.task, skip_invalid=args.skip_invalid, _cache=cache)

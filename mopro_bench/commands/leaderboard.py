@@ -12,8 +12,11 @@ short SHA-256), columns the task's metrics, cells the mean ± std over seeds (or
 own spread such as the low-shot split draws). Published numbers (leaderboards/published.csv) appear beside the
 measured rows, marked `published†` with their source, and only in the table of the exact protocol they were
 published under; a protocol whose constants were changed (`task@proto+hash`) or whose definition changed gets a
-table of its own. Writes OUT_DIR/leaderboard.md and leaderboard.csv (and leaderboard.html with --format html),
-and prints the table in --format. A stale or invalid record is refused (exit 2) naming the file."""
+table of its own. A row is one experiment (`experiment.key`: checkpoint bytes, head file, options, data content),
+never records of different experiments pooled as seeds; rows measured on partial or generated data
+(`data.complete` false) are listed apart under each table, never beside the published rows. Writes
+OUT_DIR/leaderboard.md and leaderboard.csv (and leaderboard.html with --format html), and prints the table in
+--format. A stale or invalid record is refused (exit 2) naming the file and the field."""
 
 
 def add_parser(sub, parents):
