@@ -120,6 +120,8 @@ def extract_features(
     CACHE_STATS["misses"] += 1
     t0 = time.time()
     ds = ImageList(paths, transform=eval_transform(image_size, resize, ck.preprocess))
+    if ctx.batch_size is not None and ctx.batch_size < 1:
+        raise BenchError(f"batch size {ctx.batch_size} is not positive", "pass --batch-size 1 or more (or leave it out)")
     bs = ctx.batch_size or default_batch_size(ctx.device)
     loader = DataLoader(ds, batch_size=bs, shuffle=False, num_workers=ctx.workers,
                         pin_memory=ctx.device.type == "cuda", persistent_workers=False)
