@@ -3,11 +3,16 @@
 The pretrained query encoder's trunk is frozen (eval mode: BatchNorm statistics frozen too, no gradients); only the
 classifier is trained, starting from the checkpoint's classifier, on the cleaned train list (``--annotation``,
 written by ``noise-clean``) with class-balanced sampling: every epoch draws as many samples as the list holds,
-each by picking a class uniformly and then one of its images uniformly (with replacement, seeded by
-``(seed, epoch)``). Augmentation: RandomResizedCrop(scale) + flip. The result is written in the pretraining
-checkpoint format (classifier replaced, everything else kept), so ``eval``, ``inspect`` and ``export`` read it as is.
-The paper gives no cRT hyper-parameters; the defaults below are ours (short cosine schedule from the pretrained
-classifier) and all of them are in the written checkpoint.
+built by the reference's square-root class-balanced replication (``sampling="sqrt"``, see :func:`sqrt_replication`),
+or by drawing a class uniformly and then one of its images (``sampling="class"``). Augmentation: RandomResizedCrop(scale)
++ flip. The result is written in the pretraining checkpoint format (classifier replaced, everything else kept), so
+``eval``, ``inspect`` and ``export`` read it as is.
+
+The paper gives no cRT hyper-parameters, but the authors' code does; the defaults are theirs (MoPro
+``classifier_retrain.py`` argparse: ``--epochs 15`` with the loop ``range(epochs + 1)`` = 16 epochs, ``--lr 0.01``,
+``--schedule 5 10`` = x0.1 at epochs 5 and 10, ``--momentum 0.9``, ``--wd 0``, ``--batch-size 256``;
+``DataLoader/dataloader_balance.py``: ``crop_size=0.2`` for RandomResizedCrop + flip, and ``repeat()`` called at the
+start of every epoch for the sqrt-balanced list). Every setting is in the written checkpoint.
 """
 
 from __future__ import annotations
@@ -32,19 +37,70 @@ from mopro_bench.pretrain.data import derive_seed
 from mopro_bench.pretrain.noise_clean import load_model
 from mopro_bench.runtime import cleanup_distributed, init_distributed
 
+SAMPLINGS = ("sqrt", "class")
+CRT_SCHEDULES = ("step", "cos", "const")
+
 
 @dataclass
 class CRTConfig:
-    epochs: int = 10
+    """Defaults = MoPro ``classifier_retrain.py`` / ``DataLoader/dataloader_balance.py`` (module doc)."""
+
+    epochs: int = 16  # --epochs 15, trained for range(epochs + 1)
     lr: float = 0.01
+    schedule: str = "step"  # "step": lr x gamma at each milestone (the reference); "cos"; "const"
+    milestones: tuple[int, ...] = (5, 10)  # --schedule 5 10
+    gamma: float = 0.1  # "drop lr by 10x"
     momentum: float = 0.9
-    weight_decay: float = 1e-4
-    batch_size: int = 256  # global
-    schedule: str = "cos"  # or "const"
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    weight_decay: float = 0.0  # --wd default 0
+    batch_size: int = 256  # global; drop_last like the reference's loader
+    sampling: str = "sqrt"  # "sqrt": the reference's sqrt class-balanced replication; "class": class-uniform draw
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # crop_size=0.2
     image_size: int = 0  # 0 = the pretraining run's
     seed: int = 0
     eval_every: int = 1
+
+
+def validate_crt(c: CRTConfig) -> CRTConfig:
+    def bad(name: str, value: Any, fix: str) -> BenchError:
+        return BenchError(f"--set {name}={value!r} is not valid", fix)
+
+    if c.schedule not in CRT_SCHEDULES:
+        raise bad("schedule", c.schedule, "use step (the reference), cos or const")
+    if c.sampling not in SAMPLINGS:
+        raise bad("sampling", c.sampling, "use sqrt (the reference's square-root class balance) or class")
+    for name, v in (("lr", c.lr), ("momentum", c.momentum), ("weight_decay", c.weight_decay), ("gamma", c.gamma)):
+        if not math.isfinite(v):
+            raise bad(name, v, "use a finite number")
+    if c.lr <= 0:
+        raise bad("lr", c.lr, "use a positive learning rate, e.g. 0.01 (the reference's)")
+    if not 0 <= c.momentum < 1:
+        raise bad("momentum", c.momentum, "use a value in [0, 1), e.g. 0.9")
+    if c.weight_decay < 0:
+        raise bad("weight_decay", c.weight_decay, "use a value >= 0")
+    if not 0 < c.gamma <= 1:
+        raise bad("gamma", c.gamma, "use a decay factor in (0, 1], e.g. 0.1")
+    for name, v in (("epochs", c.epochs), ("batch_size", c.batch_size)):
+        if v < 1:
+            raise bad(name, v, "use a positive integer")
+    for name, v in (("image_size", c.image_size), ("seed", c.seed), ("eval_every", c.eval_every)):
+        if v < 0:
+            raise bad(name, v, "use an integer >= 0")
+    if 0 < c.image_size < 32:
+        raise bad("image_size", c.image_size, "use 0 (the pretraining run's) or at least 32")
+    if any(m < 1 for m in c.milestones) or list(c.milestones) != sorted(c.milestones):
+        raise bad("milestones", list(c.milestones), "use increasing epochs >= 1, e.g. [5,10]")
+    lo, hi = c.crop_scale
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi <= 1):
+        raise bad("crop_scale", list(c.crop_scale), "use [low, high] with 0 < low <= high <= 1")
+    return c
+
+
+def crt_lr(c: CRTConfig, epoch: int) -> float:
+    if c.schedule == "cos":
+        return c.lr * 0.5 * (1 + math.cos(math.pi * epoch / c.epochs))
+    if c.schedule == "step":
+        return c.lr * c.gamma ** sum(epoch >= m for m in c.milestones)
+    return c.lr
 
 
 @dataclass
@@ -52,6 +108,31 @@ class CRTResult:
     checkpoint: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sqrt_replication(labels: list[int]) -> dict[int, int]:
+    """Copies of each image of class c in the reference's square-root balanced list: ``floor(10 * sqrt(n_max / n_c))``.
+
+    The reference (``dataloader_balance.py``, ``repeat``) computes ``p_c = n_c^-0.5 / sum``, then ``int(10 * p_c /
+    min p)``; ``p_c / min p = sqrt(n_max / n_c)``. So a class's share of the replicated list is proportional to
+    ``n_c * floor(10 sqrt(n_max / n_c))`` ~ ``sqrt(n_c)``: the rarest class is sampled most per image, the
+    largest least. (Written here without the intermediate probabilities; a tiny epsilon keeps exact squares exact.)"""
+    counts: dict[int, int] = {}
+    for y in labels:
+        counts[int(y)] = counts.get(int(y), 0) + 1
+    n_max = max(counts.values())
+    return {c: int(math.floor(10 * math.sqrt(n_max / n) + 1e-9)) for c, n in sorted(counts.items())}
+
+
+def sqrt_balanced_order(labels: list[int], seed: int, epoch: int) -> torch.Tensor:
+    """One epoch of the reference's cRT list: every image replicated :func:`sqrt_replication` times, shuffled
+    (seeded by ``(seed, epoch)``), truncated to ``len(labels)`` -- indices into ``labels``."""
+    copies = sqrt_replication(labels)
+    y = torch.tensor([int(v) for v in labels])
+    reps = torch.tensor([copies[int(v)] for v in labels])
+    pool = torch.repeat_interleave(torch.arange(len(y)), reps)
+    g = torch.Generator().manual_seed(derive_seed("crt-sqrt", seed, epoch))
+    return pool[torch.randperm(len(pool), generator=g)[:len(labels)]]
 
 
 def balanced_draw(labels: list[int], n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -82,19 +163,25 @@ def retrain(data_root: str | Path, ckpt: str | Path, annotation: str | Path, out
             progress: bool = True) -> CRTResult:
     from tqdm import tqdm
 
+    from mopro_bench.pretrain.checkpoint import check_out_dir
     from mopro_bench.pretrain.trainer import evaluate_classifier, load_train_set
 
     info, dev = init_distributed(device)
     try:
-        cfg_c = apply_overrides(CRTConfig(), overrides or {})
-        if cfg_c.schedule not in ("cos", "const"):
-            raise BenchError(f"--set schedule={cfg_c.schedule!r} is not valid", "use cos or const")
+        cfg_c = validate_crt(apply_overrides(CRTConfig(), overrides or {}))
+        if info.is_main:
+            check_out_dir(out)
         model, cfg, obj = load_model(ckpt)
         image_size = cfg_c.image_size or cfg.aug.image_size
         ds, samples = load_train_set(data_root, cfg, annotation=str(annotation))
         if cfg_c.batch_size % info.world_size:
             raise BenchError(f"batch_size={cfg_c.batch_size} is not divisible by {info.world_size} processes",
                              "use a multiple of the process count")
+        if len(samples) < cfg_c.batch_size:  # drop_last (as the reference): zero steps would be a fake result
+            fit = len(samples) // info.world_size * info.world_size
+            raise BenchError(f"the train list has {len(samples)} images, fewer than one batch ({cfg_c.batch_size}): cRT "
+                             "would train nothing",
+                             (f"use --set batch_size={fit} (or smaller) " if fit else "use ") + "or a larger train list")
         paths = [ds.path(r) for r, _ in samples]
         labels = [y for _, y in samples]
         pre = Preprocess(mean=tuple(cfg.aug.mean), std=tuple(cfg.aug.std))
@@ -112,13 +199,17 @@ def retrain(data_root: str | Path, ckpt: str | Path, annotation: str | Path, out
         local = cfg_c.batch_size // info.world_size
         history: list[dict[str, Any]] = []
         metrics: dict[str, Any] = {}
-        amp = torch.bfloat16 if dev.type == "cuda" else None
+        # the pretraining run's precision (fp32 = the reference; auto/bf16 = bf16 autocast on CUDA)
+        amp = torch.bfloat16 if dev.type == "cuda" and cfg.run.precision in ("auto", "bf16") else None
         for epoch in range(cfg_c.epochs):
             t0 = time.time()
-            lr = cfg_c.lr * (0.5 * (1 + math.cos(math.pi * epoch / cfg_c.epochs)) if cfg_c.schedule == "cos" else 1.0)
+            lr = crt_lr(cfg_c, epoch)
             for g in opt.param_groups:
                 g["lr"] = lr
-            order = balanced_draw(labels, len(labels), cfg_c.seed, epoch).tolist()
+            if cfg_c.sampling == "sqrt":
+                order = sqrt_balanced_order(labels, cfg_c.seed, epoch).tolist()
+            else:
+                order = balanced_draw(labels, len(labels), cfg_c.seed, epoch).tolist()
             n_batches = len(order) // cfg_c.batch_size
             mine = [order[b * cfg_c.batch_size + info.rank * local + j] for b in range(n_batches) for j in range(local)]
             torch.manual_seed(derive_seed("crt-aug", cfg_c.seed, epoch, info.rank))
@@ -136,10 +227,14 @@ def retrain(data_root: str | Path, ckpt: str | Path, annotation: str | Path, out
                     for p in clf.parameters():
                         dist.all_reduce(p.grad)
                         p.grad.div_(info.world_size)
+                if not torch.isfinite(loss.detach()).all():
+                    raise BenchError(f"cRT diverged: non-finite loss at epoch {epoch} (lr {lr:.4g}); nothing was written",
+                                     "lower --set lr (the reference's is 0.01) or check the checkpoint and the data")
                 opt.step()
                 tot += float(loss.detach()) * len(y)
                 n += len(y)
-            rec: dict[str, Any] = {"epoch": epoch, "lr": lr, "loss": tot / max(1, n), "seconds": round(time.time() - t0, 3)}
+            rec: dict[str, Any] = {"epoch": epoch, "lr": lr, "loss": tot / max(1, n), "steps": n_batches,
+                                   "seconds": round(time.time() - t0, 3)}
             if val and cfg_c.eval_every and ((epoch + 1) % cfg_c.eval_every == 0 or epoch == cfg_c.epochs - 1):
                 r = evaluate_classifier(model, val, image_size, pre, dev, 256, workers, info.world_size, info.rank, amp)
                 metrics = {"webvision_val/top1": r["top1"], "webvision_val/top5": r["top5"]}

@@ -84,7 +84,8 @@ def predict(model: MoPro, paths: list[Path], labels: list[int], cfg: PretrainCon
     ds = ImageList(paths, labels, eval_transform(cfg.aug.image_size, pre=pre))
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
     model.to(device).eval()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    bf16 = device.type == "cuda" and cfg.run.precision in ("auto", "bf16")  # the run's precision; fp32 = the reference
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
     cls_all, proto_all = [], []
     for x, y, _ in tqdm(loader, desc="noise-clean", disable=not progress, dynamic_ncols=True):
         with amp:

@@ -6,9 +6,12 @@ from mopro_bench.config import parse_set_args
 
 HELP = "classifier retraining (cRT) on cleaned labels, backbone frozen"
 DESCRIPTION = """Retrain the classifier of a MoPro checkpoint on noise-cleaned labels (cRT): backbone frozen,
-classifier initialised from the checkpoint's, class-balanced sampling. Writes OUT/checkpoint_crt.pth.tar in the
-pretraining checkpoint format (usable by eval/inspect/export) and OUT/crt_log.json. Settings (--set FIELD=VALUE):
-epochs, lr, momentum, weight_decay, batch_size (global), schedule (cos|const), crop_scale, image_size, seed."""
+classifier initialised from the checkpoint's, square-root class-balanced sampling. Defaults are the authors'
+classifier_retrain.py: 16 epochs, lr 0.01 x0.1 at epochs 5 and 10, momentum 0.9, weight decay 0, batch 256, crops of
+scale 0.2-1. Writes OUT/checkpoint_crt.pth.tar in the pretraining checkpoint format (usable by eval/inspect/export)
+and OUT/crt_log.json. Settings (--set FIELD=VALUE): epochs, lr, schedule (step|cos|const), milestones, gamma,
+momentum, weight_decay, batch_size (global; at most the number of images in --annotation), sampling (sqrt|class),
+crop_scale, image_size, seed, eval_every."""
 
 
 def add_parser(sub, parents):
