@@ -6,7 +6,8 @@ the default 50,000 x 110 KB = 5.5 GB) in folders of ``--per-folder`` files, then
     stat       os.stat of every file (the floor of any check)
     read       reading every file's bytes, no hashing (the I/O floor of a content hash)
     blake2b    read + hashlib.blake2b per file (the alternative to sha256, for comparison)
-    cold       fingerprint_files with an empty index: every file read and sha256-hashed, shards written
+    cold-1     fingerprint_files with an empty index, one hashing thread: every file read and sha256-hashed
+    cold       the same with the default HASH_THREADS threads (what a run does), another empty index
     warm-disk  a new process's first call (in-memory index cleared): shards read from disk, one stat per file
     warm       the same process again: in-memory index, one stat per file
 
@@ -91,19 +92,25 @@ def main() -> int:
         rows.append({"row": "stat", "s": timed(lambda: [os.stat(p) for p in paths])})
         rows.append({"row": "read", "s": timed(read_all)})
         rows.append({"row": "blake2b", "s": timed(blake_all)})
-        F.clear_memory()
         fp = {}
-        rows.append({"row": "cold", "s": timed(lambda: fp.setdefault("cold", F.fingerprint_files(paths, cache_dir=cache)))})
+        F.clear_memory()
+        threads, F.HASH_THREADS = F.HASH_THREADS, 1
+        run = lambda key, where: timed(lambda: fp.setdefault(key, F.fingerprint_files(paths, cache_dir=where)))  # noqa: E731
+        rows.append({"row": "cold-1", "s": run("cold1", tmp / "c1")})
+        F.HASH_THREADS = threads
+        F.clear_memory()
+        F.STATS["hashed"] = 0
+        rows.append({"row": f"cold ({threads} threads)", "s": run("cold", cache)})
         hashed_cold = F.STATS["hashed"]
         F.clear_memory()
-        rows.append({"row": "warm-disk", "s": timed(lambda: fp.setdefault("disk", F.fingerprint_files(paths, cache_dir=cache)))})
-        rows.append({"row": "warm", "s": timed(lambda: fp.setdefault("warm", F.fingerprint_files(paths, cache_dir=cache)))})
-        assert fp["cold"] == fp["disk"] == fp["warm"], "fingerprints differ between cold and warm"
+        rows.append({"row": "warm-disk", "s": run("disk", cache)})
+        rows.append({"row": "warm", "s": run("warm", cache)})
+        assert fp["cold1"] == fp["cold"] == fp["disk"] == fp["warm"], "fingerprints differ between cold and warm"
         assert F.STATS["hashed"] == hashed_cold == a.files, F.STATS
         index_bytes = sum(p.stat().st_size for p in (cache / "fingerprints").glob("*.json"))
         for r in rows:
             r["per_file"] = r["s"] / a.files * 1e6
-            r["gbps"] = a.files * size / r["s"] / 1e9 if r["row"] in ("read", "blake2b", "cold") else None
+            r["gbps"] = a.files * size / r["s"] / 1e9 if r["row"].startswith(("read", "blake2b", "cold")) else None
         C.table(rows, [("row", "row", ""), ("s", "seconds", ".3f"), ("per_file", "us / file", ".1f"),
                        ("gbps", "GB/s", ".2f")])
         print(f"index: {index_bytes / 1e6:.1f} MB in {len(list((cache / 'fingerprints').glob('*.json')))} shards; "

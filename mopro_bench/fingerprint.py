@@ -17,7 +17,9 @@ entry for a file modified less than :data:`RACY_SECONDS` before it was hashed is
 same mtime tick would be invisible -- git's "racily clean" problem) and the file is hashed again. Shards are written
 atomically (temporary file + rename) after merging with what another run may have written meanwhile; an unreadable
 shard is treated as empty. The index is only a cache: deleting it costs one re-hash. Within a process the loaded
-shards are kept in memory (:data:`_INDEX`), so a second list in the same folders costs one ``stat`` per file.
+shards are kept in memory (:data:`_INDEX`), so a second list in the same folders costs one ``stat`` per file. Files
+the index does not know are hashed by :data:`HASH_THREADS` threads (hashlib and file reads release the GIL; network
+file systems serve parallel reads faster).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from mopro_bench.errors import BenchError
 
 INDEX_VERSION = 1
 METHOD = "sha256 per file (whole file); sha256 over (relative name, size, file sha256) in list order"
+HASH_THREADS = min(8, os.cpu_count() or 1)  # files hashed at once when the index does not know them
 RACY_SECONDS = 2.0  # an entry hashed within this time of the file's mtime is re-hashed on the next use
 
 # resolved folder -> {file name: [size, mtime_ns, ctime_ns, ino, hexdigest, hashed_at_ns]}
@@ -80,16 +84,26 @@ def _hash_file(path: str) -> tuple[str, os.stat_result]:
     return digest, st
 
 
+def _hash_or_error(path: str) -> tuple[str, os.stat_result]:
+    try:
+        return _hash_file(path)
+    except FileNotFoundError:
+        raise BenchError(f"image {path} does not exist", "run `mopro-bench data check` on the dataset root") from None
+    except OSError as e:
+        raise BenchError(f"image {path} cannot be read ({e.strerror})", "check the file's permissions") from None
+
+
 def _stat_key(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _split(p: str, real: dict[str, str]) -> tuple[str, str]:
-    """(resolved folder, file name) of ``p``; the file itself may be a symlink (its target's stat is what counts)."""
-    folder, base = os.path.split(os.path.abspath(p))
+    """(resolved folder, file name) of ``p``; the file itself may be a symlink (its target's stat is what counts).
+    Folders are resolved once each (``real`` memoises them): per-file path arithmetic would dominate a warm call."""
+    folder, base = os.path.split(p)
     r = real.get(folder)
     if r is None:
-        r = real[folder] = os.path.realpath(folder)
+        r = real[folder] = os.path.realpath(folder or ".")
     return r, base
 
 
@@ -97,11 +111,16 @@ def _default_names(paths: list[str]) -> list[str]:
     """Names relative to the files' common folder, so that a moved copy of the same bytes gets the same fingerprint."""
     if not paths:
         return []
-    absolute = [os.path.abspath(p) for p in paths]
-    base = os.path.commonpath(absolute) if len(absolute) > 1 else os.path.dirname(absolute[0])
-    if len(absolute) > 1 and base in absolute:  # one path is the common prefix itself (a file): use its folder
-        base = os.path.dirname(base)
-    return [os.path.relpath(p, base) for p in absolute]
+    absf: dict[str, str] = {}
+    split = []
+    for p in paths:
+        folder, base = os.path.split(p)
+        if folder not in absf:
+            absf[folder] = os.path.abspath(folder or ".")
+        split.append((absf[folder], base))
+    common = os.path.commonpath(list(set(absf.values())))
+    rel = {f: os.path.relpath(f, common) for f in set(absf.values())}
+    return [base if rel[f] == "." else f"{rel[f]}/{base}" for f, base in split]
 
 
 def fingerprint_files(paths: Sequence[str | os.PathLike], *, cache_dir: str | os.PathLike | None = None,
@@ -118,14 +137,16 @@ def fingerprint_files(paths: Sequence[str | os.PathLike], *, cache_dir: str | os
     if len(nlist) != len(plist):
         raise ValueError("paths and names differ in length")
     cdir = Path(cache_dir) if cache_dir is not None else None
-    total = hashlib.sha256()
-    nbytes = 0
-    dirty: dict[str, dict[str, list]] = {}
-    now_ns = time.time_ns()
+    now_ns = time.time_ns()  # taken before any file is read: an entry's hash time is never overstated
     real: dict[str, str] = {}  # folder as given -> resolved folder (one realpath per folder, not per file)
+    sizes: list[int] = [0] * len(plist)
+    digests: list[str | None] = [None] * len(plist)
+    todo: list[int] = []
+    places: list[tuple[str, str]] = []
     with _LOCK:
-        for p, name in zip(plist, nlist):
+        for i, p in enumerate(plist):
             folder, base = _split(p, real)
+            places.append((folder, base))
             shard = _INDEX.get(folder)
             if shard is None:
                 shard = _read_shard(_shard_path(cdir, folder), folder) if cdir is not None else {}
@@ -136,26 +157,35 @@ def fingerprint_files(paths: Sequence[str | os.PathLike], *, cache_dir: str | os
                 raise BenchError(f"image {p} does not exist", "run `mopro-bench data check` on the dataset root") from None
             except OSError as e:
                 raise BenchError(f"image {p} cannot be read ({e.strerror})", "check the file's permissions") from None
-            key = _stat_key(st)
             entry = shard.get(base)
-            if entry is not None and entry[:4] == key and entry[5] - max(entry[1], entry[2]) > RACY_SECONDS * 1e9:
-                digest = entry[4]
+            if entry is not None and entry[:4] == _stat_key(st) and entry[5] - max(entry[1], entry[2]) > RACY_SECONDS * 1e9:
+                digests[i], sizes[i] = entry[4], st.st_size
                 STATS["reused"] += 1
             else:
-                try:
-                    digest, st2 = _hash_file(p)
-                except OSError as e:
-                    raise BenchError(f"image {p} cannot be read ({e.strerror})", "check the file's permissions") from None
-                STATS["hashed"] += 1
-                st = st2
-                entry = [*_stat_key(st2), digest, now_ns]
-                shard[base] = entry
-                dirty.setdefault(folder, {})[base] = entry
-            nbytes += st.st_size
-            total.update(f"{name}\0{st.st_size}\0{digest}\n".encode("utf-8", "surrogateescape"))
+                todo.append(i)
+        # files not in the index are read in parallel: hashlib releases the GIL, and network file systems
+        # serve several reads at once much faster than one after the other
+        workers = min(HASH_THREADS, len(todo))
+        if workers > 1 and len(todo) >= 64:
+            with ThreadPoolExecutor(workers) as pool:
+                hashed = list(pool.map(_hash_or_error, (plist[i] for i in todo), chunksize=32))
+        else:
+            hashed = [_hash_or_error(plist[i]) for i in todo]
+        dirty: dict[str, dict[str, list]] = {}
+        for i, (digest, st) in zip(todo, hashed):
+            folder, base = places[i]
+            entry = [*_stat_key(st), digest, now_ns]
+            _INDEX[folder][base] = entry
+            dirty.setdefault(folder, {})[base] = entry
+            digests[i], sizes[i] = digest, st.st_size
+        STATS["hashed"] += len(todo)
         if cdir is not None:
             for folder, entries in dirty.items():
                 _write_shard(_shard_path(cdir, folder), folder, entries)
+    total = hashlib.sha256()
+    for name, size, digest in zip(nlist, sizes, digests):
+        total.update(f"{name}\0{size}\0{digest}\n".encode("utf-8", "surrogateescape"))
+    nbytes = sum(sizes)
     return {"sha256": total.hexdigest(), "n": len(plist), "bytes": nbytes, "method": METHOD}
 
 
