@@ -2,24 +2,34 @@
 
 Tasks and protocols (``mopro-bench tasks`` lists them with their versions):
 
-* ``imagenet_1pct`` / ``imagenet_10pct`` -- finetune every layer on a labelled 1% / 10% of ImageNet train, report
-  top-1/top-5 on the full val set after the last epoch (``top1``, ``top5``) and, labelled as such, the best evaluated
-  epoch (``best_top1``, ``details.best_epoch``).
+* ``imagenet_1pct`` / ``imagenet_10pct`` -- finetune every layer on a labelled 1% / 10% of ImageNet train and score
+  top-1/top-5 on the full val set after every epoch. ``top1``/``top5`` come from the epoch the protocol's ``report``
+  names: ``best-epoch`` (the highest val top-1, as the sources report -- MoPro's finetune_imagenet.py keeps
+  ``best_acc1``, SwAV's eval_semisup.py its best epoch) or ``last-epoch``; ``best_top1`` and ``last_top1`` are always
+  recorded, ``details.reported_epoch`` names the epoch. ``precision`` (fp32, as the sources; bf16 is a ``--set``
+  variant) and ``bn_batch`` (images per BatchNorm group while training) are protocol constants.
 
-  - ``@mopro`` (default, MoPro paper sec. 4.3): SGD lr 0.005 for backbone and head, momentum 0.9, wd 0, batch 256,
-    40 epochs, lr x0.2 at epochs 20 and 30, RandomResizedCrop 224 + flip. The classifier starts from the checkpoint's
-    1000-way classifier when it is in the ImageNet class space (MoPro V1: WebVision-1000 = ImageNet classes in sorted
-    wnid order), else from a fresh one (normal(0, 0.01), bias 0); ``details.classifier_init`` says which.
+  - ``@mopro`` (default, MoPro's recipe): SGD lr 0.005 for backbone and head, momentum 0.9, wd 0, batch 256,
+    40 epochs, lr x0.2 at epochs 20 and 30, RandomResizedCrop 224 + flip, BatchNorm over 32 images (DDP without
+    SyncBN on 8 GPUs). The classifier starts from the checkpoint's 1000-way classifier when it is in the ImageNet class
+    space (MoPro V1: WebVision-1000 = ImageNet classes in sorted wnid order), else from a fresh one (normal(0, 0.01),
+    bias 0); ``details.classifier_init`` says which. One labelled subset: the SimCLR list given with
+    ``--subset-file`` (used exactly), else a seeded class-balanced draw written next to the result.
+  - ``@mopro-as-released``: as @mopro, on what MoPro's released finetune_imagenet.py trained on with 8 GPUs -- every
+    spawned process shuffled the train list itself (unseeded) and kept its own first ``int(f * N)`` images, so the
+    model saw 8 independent random subsets (:func:`mopro_bench.subsets.draw_as_released`, seeded here); each epoch
+    gives every process its own share (:func:`mopro_bench.subsets.as_released_epoch_order`). The published 71.2 / 74.8
+    belong to this protocol.
   - ``@swav`` (SwAV paper, app. A): the SimCLR subset lists (``--subset-file``), 20 epochs, lr x0.2 at 12 and 16,
-    wd 0, batch 256; backbone lr 0.02 / head lr 5 for 1%, 0.01 / 0.2 for 10%; a fresh classifier.
+    wd 0, batch 256, SyncBN; backbone lr 0.02 / head lr 5 for 1%, 0.01 / 0.2 for 10%; a fresh classifier.
 
-  The labelled subset is the SimCLR list given with ``--subset-file`` (used exactly), else a seeded class-balanced
-  draw written next to the result (``<result>.subset.txt``); its hash goes into the result's ``data`` block.
+  The subset's hash goes into the result's ``data`` block.
 
 * ``imagenet_linear`` -- a linear classifier on the frozen backbone's pooled features.
 
   - ``@moco`` (default, MoCo v1/v2's linear protocol): frozen backbone with BatchNorm in eval mode, SGD lr 30,
-    momentum 0.9, wd 0, batch 256, 100 epochs, lr x0.1 at 60 and 80, RandomResizedCrop 224 + flip.
+    momentum 0.9, wd 0, batch 256, 100 epochs, lr x0.1 at 60 and 80, RandomResizedCrop 224 + flip, fp32; evaluated
+    every epoch, ``top1`` = the best epoch's (main_lincls.py reports ``best_acc1``).
   - ``@fast``: features computed once (Resize 256 / CenterCrop 224, no augmentation) and cached, then a softmax
     head trained on the cache (standardised features, AdamW, cosine schedule) -- minutes on a GPU. A different
     protocol with its own numbers, not a stand-in for ``@moco``'s.
@@ -31,9 +41,10 @@ Tasks and protocols (``mopro-bench tasks`` lists them with their versions):
   ImageNet) on ImageNet val / WebVision val, centre crop, as MoPro reports both.
 
 Every task records ``details.per_image``: each val image's top-1 and top-5 hit (0/1) in the val list's order, from the
-evaluation that gives ``top1``/``top5`` (the last epoch's), with ``ids_sha256`` (the ordered relative image paths).
+evaluation that gives ``top1``/``top5`` (the reported epoch's), with ``ids_sha256`` (the ordered relative image paths).
 ``mopro-bench compare`` uses it for a paired bootstrap over val images. Under torchrun each rank scores its shard and
-the hits are put back in list order by dataset index.
+the hits are put back in list order by dataset index. ImageNet images read here (not through extract_features) are
+fingerprinted into the record (``ctx.record_data``: ``imagenet/train-subset`` or ``imagenet/train``, ``imagenet/val``).
 """
 
 from __future__ import annotations
@@ -123,7 +134,10 @@ class SemiSupProtocol(Protocol):
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale range (ratio 3/4..4/3)
     hflip: bool = True
     classifier_init: str = "checkpoint-or-fresh"  # "checkpoint-or-fresh" | "fresh"
-    head_init_std: float = 0.01  # fresh head: weight ~ normal(0, std), bias 0
+    head_init_std: float = 0.01  # fresh head (head_init="normal"): weight ~ normal(0, std), bias 0
+    # "normal" | "torch-default" (nn.Linear's own init: kaiming-uniform weight, uniform bias -- SwAV's eval_semisup.py
+    # builds its 2048->1000 head with nn.Linear and its init loop touches only conv/BatchNorm layers)
+    head_init: str = "normal"
     backbone_bn: str = "train"  # BatchNorm statistics are updated while finetuning
     sync_bn: bool = False  # SyncBatchNorm across GPUs (no effect on one GPU)
     # images per BatchNorm group while training (0 = the whole per-process batch). MoPro finetune_imagenet.py runs DDP
@@ -221,7 +235,8 @@ def _semisup(fraction: float) -> dict[str, SemiSupProtocol]:
             description=f"finetune all layers on the SimCLR {pct} list (SwAV): lr {swav_lrs[0]} backbone / "
                         f"{swav_lrs[1]:g} head, 20 ep, x0.2 at 12/16, SyncBN, fp32; top-1 = best epoch (as SwAV reports)",
             fraction=fraction, subset_source="file", lr_backbone=swav_lrs[0], lr_head=swav_lrs[1], epochs=20,
-            milestones=(12, 16), gamma=0.2, classifier_init="fresh", sync_bn=True, bn_batch=0),
+            milestones=(12, 16), gamma=0.2, classifier_init="fresh", head_init="torch-default", sync_bn=True,
+            bn_batch=0),
     }
 
 
@@ -550,6 +565,11 @@ class _ImageNetSemiSup(Task):
                    "1000-way ImageNet-space classifier for this backbone")
         else:
             why = "the protocol always starts from a fresh classifier"
+        if p.head_init == "torch-default":
+            return nn.Linear(dim, NUM_CLASSES), {"rule": p.classifier_init, "rule_applied": "fresh",
+                                                 "text": f"fresh, nn.Linear's default init: {why}"}
+        if p.head_init != "normal":
+            raise BenchError(f"head_init={p.head_init!r} is unknown", "use normal or torch-default")
         return _fresh_head(dim, p.head_init_std), {"rule": p.classifier_init, "rule_applied": "fresh",
                                                    "text": f"fresh normal(0, {p.head_init_std:g}), bias 0: {why}"}
 

@@ -56,6 +56,15 @@ def test_published_protocols_evaluate_every_epoch_report_the_best_and_train_in_f
                                                                                                 "num_ranks": None}
     swav = get_task("imagenet_1pct@swav").protocol
     assert swav.sync_bn and swav.bn_batch == 0  # SyncBN: BatchNorm over the global batch
+    assert (swav.classifier_init, swav.head_init, mopro.head_init) == ("fresh", "torch-default", "normal")
+    from mopro_bench.tasks.imagenet import IMAGENET_1PCT
+
+    ck = load_checkpoint("random:resnet18")  # no classifier: both start fresh, each with its source's init
+    w_swav = IMAGENET_1PCT._head(swav, ck)[0].weight
+    w_mopro = IMAGENET_1PCT._head(mopro, ck)[0].weight
+    bound = 1 / math.sqrt(512)  # nn.Linear: kaiming-uniform(a=sqrt 5) = U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert w_swav.abs().max() <= bound and w_swav.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    assert w_mopro.std().item() == pytest.approx(0.01, rel=0.02)
     assert get_task("imagenet_linear@fast").protocol.report == "last-epoch"  # the project's own protocol: no selection
     # bf16 is another protocol: its id carries a hash and never meets the published row
     assert get_task("imagenet_1pct@mopro", {"precision": "bf16"}).protocol_id.startswith("imagenet_1pct@mopro+")
@@ -137,7 +146,7 @@ def fake_train(n_classes: int, per_class: int) -> list[tuple[Path, int]]:
     return [(Path(f"train/n{c:08d}/n{c:08d}_{i}.JPEG"), c) for c in range(n_classes) for i in range(per_class)]
 
 
-@pytest.mark.parametrize("fraction,ranks", [(0.01, 8), (0.1, 8), (0.01, 4), (0.1, 4)])
+@pytest.mark.parametrize("fraction,ranks", [(0.01, 8), (0.1, 4)])
 def test_as_released_union_has_the_expected_size(fraction, ranks):
     train = fake_train(100, 200)  # N = 20,000
     n = len(train)

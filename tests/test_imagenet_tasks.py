@@ -128,6 +128,7 @@ def test_swav_honours_the_simclr_list(imagenet, tmp_path, cache, task, lst, n, l
     assert d["subset_sha256"] == subset_sha256(names) and d["subset_file"] == str(lst)
     assert rec["details"]["history"][0]["samples"] == len(names)  # the epoch saw exactly the listed images
     assert rec["details"]["classifier_init"]["rule_applied"] == "fresh"
+    assert "nn.Linear's default init" in rec["details"]["classifier_init"]["text"]  # as SwAV's eval_semisup.py
     from mopro_bench.registry import get_task
 
     p = get_task(task).protocol
