@@ -216,6 +216,9 @@ class CocoMaskRCNN(Task):
             if prev.get("run_key") != run_key:
                 raise BenchError(f"work dir {work} holds a run of another checkpoint, protocol, seed or data set",
                                  "resume with exactly the same arguments, or use another --work-dir")
+            # what last_checkpoint names must be a file in the work dir that the suite's trainer wrote (unchanged);
+            # detectron2 would otherwise unpickle whatever it names (the workers also load it with the safe loader)
+            runner.resume_checkpoint(work)
         work.mkdir(parents=True, exist_ok=True)
 
         weights = work / "backbone.pkl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,23 @@ def test_maskrcnn_trains_evaluates_and_resumes_on_generated_coco(synth_root, tmp
     # another protocol on the same work dir is refused even with --resume
     code, _, err = cli(*_argv(root, tmp_path, "--resume", "--set", "base_lr=0.01"))
     assert code == 2 and "another checkpoint, protocol" in err
+    # a last_checkpoint naming a file the suite did not write (here: a pickle that would create a marker file) or a
+    # file outside the work dir is refused before any process starts; nothing is unpickled
+    work = tmp_path / "work"
+    tag = (work / "last_checkpoint").read_text()
+    marker = tmp_path / "PWNED"
+    def payload(path):  # protocol-0 pickle of open(path, "w")
+        return b"cbuiltins\nopen\n(S" + repr(str(path)).encode() + b"\nS'w'\ntR."
+
+    pickle.loads(payload(tmp_path / "probe"))  # with the plain unpickler it does run
+    assert (tmp_path / "probe").exists()
+    (work / "evil.pkl").write_bytes(payload(marker))
+    for name in ("evil.pkl", "../outside.pth", str(tmp_path / "results")):
+        (work / "last_checkpoint").write_text(name)
+        code, _, err = cli(*_argv(root, tmp_path, "--resume"))
+        assert code == 2 and err.count("\n") == 1 and "-- fix: delete the work dir" in err, err
+    assert not marker.exists()
+    (work / "last_checkpoint").write_text(tag)
     # --resume continues from the last checkpoint (here: the finished run, so it only evaluates again)
     code, out, err = cli(*_argv(root, tmp_path, "--resume"))
     assert code == 0, err[-3000:]

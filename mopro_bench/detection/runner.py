@@ -5,6 +5,14 @@ Processes are started by detectron2's ``launch`` (``torch.multiprocessing`` spaw
 registers the datasets, builds the trainer, loads the backbone (or resumes from the work dir), trains, runs
 precise BN and evaluates on val2017; the main process of every machine writes the outcome to
 ``<work_dir>/mopro_bench_outcome.json``, which the calling process reads back.
+
+Loading is never detectron2's own: its ``DetectionCheckpointer`` unpickles ``.pkl`` files with plain ``pickle.load``
+and, on resume, follows whatever ``<work_dir>/last_checkpoint`` names -- in a shared or writable work dir that would run
+code from a crafted file. :func:`guard_checkpointer` makes every load go through the suite's restricted loader
+(:func:`mopro_bench.checkpoints.safeload.read_checkpoint`: tensors, numpy arrays and plain containers only) and only
+for files directly inside the work dir; every checkpoint the trainer saves is recorded with its sha256 in
+``<work_dir>/mopro_bench_checkpoints.json``, and :func:`resume_checkpoint` (called before any process starts)
+resumes only from a file listed there with that content.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from mopro_bench.io import atomic_write_json, sha256_json
 
 OUTCOME_FILE = "mopro_bench_outcome.json"
 RUN_FILE = "mopro_bench_run.json"
+SAVED_FILE = "mopro_bench_checkpoints.json"  # {file name: sha256} of every checkpoint the suite's trainer wrote
+RESUME_FIX = "delete the work dir (or pass another --work-dir) and start the run over"
 PREDICTIONS_DIR = "inference"
 # parameters of the ResNet trunk inside detectron2's model: FPN (backbone.bottom_up.*) or C4 (backbone.stem/res2-4 and
 # the res5 blocks of the ROI head; not C4's extra norm after res5, which is new)
@@ -46,6 +56,88 @@ def register_coco(files: dict[str, Path]) -> tuple[str, str]:
         if name not in DatasetCatalog.list():
             register_coco_instances(name, {}, str(js), str(images))
     return train, val
+
+
+# ------------------------------------------------------------------------------------------------- safe checkpoints
+def inside_work_dir(path: str | Path, work_dir: str | Path) -> Path:
+    """``path`` resolved (symbolic links followed), required to be a file directly inside ``work_dir``."""
+    work = Path(work_dir).resolve()
+    p = Path(path)
+    resolved = (p if p.is_absolute() else work / p).resolve()
+    if resolved.parent != work:
+        raise BenchError(f"refusing to load {path}: it is not a file in the work dir {work} (resolves to {resolved})",
+                         RESUME_FIX)
+    if not resolved.is_file():
+        raise BenchError(f"checkpoint {resolved} in the work dir does not exist", RESUME_FIX)
+    return resolved
+
+
+def saved_checkpoints(work_dir: str | Path) -> dict[str, str]:
+    f = Path(work_dir) / SAVED_FILE
+    try:
+        obj = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
+
+
+def resume_checkpoint(work_dir: str | Path) -> Path:
+    """The checkpoint that ``<work_dir>/last_checkpoint`` names, checked before anything loads it: a bare file name in
+    the work dir (no path, no ``..``, no symbolic link out of it) that the suite's trainer wrote, byte for byte."""
+    from mopro_bench.io import sha256_file
+
+    work = Path(work_dir)
+    marker = work / "last_checkpoint"
+    try:
+        name = marker.read_bytes().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchError(f"{marker} cannot be read ({type(e).__name__})", RESUME_FIX) from None
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise BenchError(f"{marker} names {name!r}, not a checkpoint file in the work dir", RESUME_FIX)
+    path = inside_work_dir(name, work)
+    saved = saved_checkpoints(work)
+    if name not in saved:
+        raise BenchError(f"{marker} names {name}, which this suite's trainer did not write (not in {SAVED_FILE})",
+                         RESUME_FIX)
+    if sha256_file(path) != saved[name]:
+        raise BenchError(f"checkpoint {path} changed after the trainer wrote it (sha256 differs from {SAVED_FILE})",
+                         RESUME_FIX)
+    return path
+
+
+def guard_checkpointer(checkpointer, work_dir: str | Path) -> None:
+    """Patch one detectron2 checkpointer: loads use the restricted loader on files directly inside ``work_dir``;
+    saves (main process) are recorded with their sha256 in ``SAVED_FILE`` before ``last_checkpoint`` names them."""
+    from mopro_bench.checkpoints.safeload import read_checkpoint
+    from mopro_bench.io import sha256_file
+
+    def load_file(filename: str) -> dict[str, Any]:
+        path = inside_work_dir(filename, work_dir)
+        try:
+            data = read_checkpoint(path).obj  # refuses anything but tensors, numpy arrays and plain containers
+        except BenchError as e:  # (its --trust-checkpoint fix does not apply: a work dir is never trusted)
+            raise BenchError(e.message, RESUME_FIX) from None
+        if not isinstance(data, dict):
+            raise BenchError(f"checkpoint {path} holds a {type(data).__name__}, not a dict", RESUME_FIX)
+        if path.suffix == ".pkl":  # the exported backbone: detectron2's model-zoo layout (see checkpoints/detectron2.py)
+            if "model" in data and "__author__" in data:
+                return data
+            data = data.get("blobs", data)
+            return {"model": {k: v for k, v in data.items() if not k.endswith("_momentum")}, "__author__": "Caffe2",
+                    "matching_heuristics": True}
+        return data if "model" in data else {"model": data}
+
+    tag = checkpointer.tag_last_checkpoint
+
+    def record_then_tag(basename: str) -> None:
+        # called by save() on the process that writes, after the file is complete and before last_checkpoint names it
+        work = Path(work_dir)
+        kept = {k: v for k, v in saved_checkpoints(work).items() if (work / k).is_file()}
+        atomic_write_json(work / SAVED_FILE, {**kept, basename: sha256_file(work / basename)})
+        tag(basename)
+
+    checkpointer._load_file = load_file
+    checkpointer.tag_last_checkpoint = record_then_tag
 
 
 # ------------------------------------------------------------------------------------------------------- backbone load
@@ -80,6 +172,7 @@ def check_backbone_load(cfg) -> dict[str, Any]:
     c.MODEL.DEVICE = "cpu"
     model = build_model(c)
     ckpt = DetectionCheckpointer(model)
+    guard_checkpointer(ckpt, cfg.OUTPUT_DIR)
     captured: list[Any] = []
     original = ckpt._load_model
 
@@ -192,6 +285,9 @@ def _work(spec: dict[str, Any], cfg) -> None:
         return inc
 
     trainer.checkpointer._load_model = capture
+    guard_checkpointer(trainer.checkpointer, cfg.OUTPUT_DIR)
+    if spec["resume"] and trainer.checkpointer.has_checkpoint():
+        resume_checkpoint(cfg.OUTPUT_DIR)  # again in this process: the file must still be what the trainer wrote
     trainer.resume_or_load(resume=bool(spec["resume"]))
     start_iter = trainer.start_iter
     model_state = trainer.model.module.state_dict() if hasattr(trainer.model, "module") else trainer.model.state_dict()
