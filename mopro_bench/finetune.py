@@ -158,9 +158,10 @@ def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 def grouped_forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, groups: int, ce: nn.Module,
-                         amp) -> torch.Tensor:
+                         amp) -> torch.Tensor | None:
     """Mean over BatchNorm groups (strided split of the batch) of each group's mean loss; only group 0 moves the
-    BatchNorm running statistics. Groups with fewer than 2 images are left out (BatchNorm cannot normalise one)."""
+    BatchNorm running statistics. Groups with fewer than 2 images are left out (BatchNorm cannot normalise one image
+    whose last feature map is 1x1); None when no group is left."""
     if groups == 1:
         with amp:
             logits = model(x)
@@ -182,7 +183,7 @@ def grouped_forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gro
     finally:
         for m, mom in zip(bns, momenta):
             m.momentum = mom
-    return torch.stack(losses).mean()
+    return torch.stack(losses).mean() if losses else None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -402,6 +403,9 @@ class SupervisedTrainer:
                 if device.type == "cuda":
                     x = x.to(memory_format=torch.channels_last)
                 loss = grouped_forward_loss(train_model, x, y, groups, ce, amp)
+                if loss is None:  # every BatchNorm group of this (last, small) batch had a single image
+                    skipped += 1
+                    continue
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

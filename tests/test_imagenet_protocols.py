@@ -126,6 +126,7 @@ def test_grouped_batchnorm_normalises_each_group_and_only_group_0_moves_running_
     assert a[1].momentum == 0.1  # restored
     whole = ce(copy.deepcopy(net)(x), y)
     assert abs(whole.item() - loss.item()) > 1e-6  # grouping changes the normalisation, hence the number
+    assert grouped_forward_loss(a, x[:3], y[:3], 4, ce, contextlib.nullcontext()) is None  # single-image groups only
 
 
 def test_bn_batch_and_precision_are_checked():
