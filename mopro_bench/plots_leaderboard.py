@@ -1,4 +1,4 @@
-"""Leaderboard figures: low-shot curves of several checkpoints on one figure, and a calibration comparison.
+"""Leaderboard figures: low-shot curves of several checkpoints, a calibration comparison, reliability small multiples.
 
 Both are drawn from :class:`mopro_bench.leaderboard.Table` objects, so they show exactly what the tables show:
 measured rows as solid lines / filled markers with error bars (the cell's ± spread), published rows as dashed lines
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
-from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_save_with
 from mopro_bench.leaderboard import Row, Table
 
@@ -134,25 +132,94 @@ def plot_calibration(tables: list[Table], path: str | Path) -> Path | None:
     return _save(fig, Path(path))
 
 
+def pooled_reliability(records: list[dict]) -> dict[str, list] | None:
+    """The equal-width reliability bins of one row: its records' ``details.reliability`` pooled over seeds (counts
+    summed, bin confidence / accuracy averaged weighted by count). None when no record has bins, or their edges differ."""
+    rels = [rec["details"]["reliability"] for rec in records if isinstance(rec.get("details", {}).get("reliability"), dict)]
+    if not rels or any(r.get("edges") != rels[0].get("edges") for r in rels):
+        return None
+    nb = len(rels[0]["count"])
+    count, conf, acc = [0] * nb, [None] * nb, [None] * nb
+    for b in range(nb):
+        pts = [(int(r["count"][b]), r["confidence"][b], r["accuracy"][b]) for r in rels
+               if r["count"][b] and r["confidence"][b] is not None and r["accuracy"][b] is not None]
+        n = sum(p[0] for p in pts)
+        count[b] = n
+        if n:
+            conf[b] = sum(p[0] * float(p[1]) for p in pts) / n
+            acc[b] = sum(p[0] * float(p[2]) for p in pts) / n
+    return {"edges": list(rels[0]["edges"]), "count": count, "confidence": conf, "accuracy": acc}
+
+
+def _wrap(text: str, width: int = 44) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)) or text
+
+
+def plot_reliability(tables: list[Table], path: str | Path, *, columns: int = 3) -> Path | None:
+    """Write :func:`reliability_figure` to ``path`` (PNG); None if there is nothing to draw."""
+    fig = reliability_figure(tables, columns=columns)
+    return None if fig is None else _save(fig, Path(path))
+
+
+def reliability_figure(tables: list[Table], *, columns: int = 3):
+    """Small multiples: one panel per calibration protocol (ImageNet-R, ImageNet-A, ImageNet val ...), one curve per
+    measured checkpoint (accuracy against mean confidence of the equal-width bins, marker area = share of the
+    samples, the checkpoint's colour the same in every panel), the diagonal = perfect calibration. None if no record
+    carries reliability bins."""
+    panels = []
+    for t in tables:
+        if calibration_pair(t) is None:
+            continue
+        rows = [(row, rel) for row in t.measured if (rel := pooled_reliability(row.records)) is not None]
+        if rows:
+            panels.append((t, rows))
+    if not panels:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncol = min(columns, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig = Figure(figsize=(4.6 * ncol, 4.7 * nrow), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    color = _Colors()
+    for ax, (t, rows) in zip(axes, panels):
+        ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1)
+        _, cal = calibration_pair(t)
+        for row, rel in rows:
+            pts = [(c, a, n) for c, a, n in zip(rel["confidence"], rel["accuracy"], rel["count"]) if n and c is not None]
+            if not pts:
+                continue
+            label = _row_label(row)
+            cell = row.cells.get(cal)
+            shown = f"{label}: {cal} {cell.mean:.1f}" if cell is not None and math.isfinite(cell.mean) else label
+            total = sum(p[2] for p in pts)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.4, color=color(label), label=_wrap(shown, 52))
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=[6 + 110 * p[2] / total for p in pts],
+                       color=color(label), alpha=0.8, lw=0, zorder=3)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean confidence in bin")
+        ax.set_ylabel("accuracy in bin")
+        ax.set_title(_wrap(t.title), fontsize=9.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc="upper left", frameon=True, framealpha=0.85)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    # constrained layout does not shrink a figure title: wrap it to the figure's width (about 13 characters per inch)
+    fig.suptitle(_wrap("Reliability: accuracy vs confidence (dashed = perfectly calibrated; marker area = share of "
+                       "images)", int(4.6 * ncol * 13)), fontsize=10)
+    return fig
+
+
 def write_plots(tables: list[Table], out_dir: str | Path) -> list[Path]:
-    """``lowshot.png`` and ``calibration.png`` (where the tables have such metrics) in ``out_dir``; plus
-    ``calibration_reliability.png`` from ``mopro_bench.plots.calibration_comparison(records, path)`` (reliability
-    diagrams from per-image data) when that module is installed."""
+    """``lowshot.png``, ``calibration.png`` and ``calibration_reliability.png`` (one reliability panel per
+    calibration protocol, from the records' bins) in ``out_dir``, each where the tables have such results."""
     out = Path(out_dir)
-    paths = [plot_lowshot(tables, out / "lowshot.png"), plot_calibration(tables, out / "calibration.png")]
-    cal_records = [rec for t in tables if calibration_pair(t) for r in t.measured for rec in r.records
-                   if "reliability" in rec.get("details", {})]
-    if cal_records:
-        try:
-            from mopro_bench.plots import calibration_comparison
-        except (ImportError, AttributeError):
-            calibration_comparison = None
-        if calibration_comparison is not None:
-            target = out / "calibration_reliability.png"
-            try:
-                calibration_comparison(cal_records, target)
-            except BenchError as e:  # e.g. records without per-image confidences: the summary plot still stands
-                print(f"warning: no reliability diagrams: {e.line()}", file=sys.stderr)
-            if target.exists():
-                paths.append(target)
+    paths = [plot_lowshot(tables, out / "lowshot.png"), plot_calibration(tables, out / "calibration.png"),
+             plot_reliability(tables, out / "calibration_reliability.png")]
     return [p for p in paths if p is not None]
