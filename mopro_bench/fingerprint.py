@@ -62,7 +62,12 @@ def _read_shard(path: Path, folder: str) -> dict[str, list]:
     files = obj.get("files")
     if not isinstance(files, dict):
         return {}
-    return {k: v for k, v in files.items() if isinstance(v, list) and len(v) == 6}
+    return {k: v for k, v in files.items() if _valid_entry(v)}
+
+
+def _valid_entry(v: Any) -> bool:
+    return (isinstance(v, list) and len(v) == 6 and all(type(x) is int for x in (*v[:4], v[5]))
+            and isinstance(v[4], str) and len(v[4]) == 64)
 
 
 def _write_shard(path: Path, folder: str, entries: dict[str, list]) -> None:

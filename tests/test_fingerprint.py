@@ -83,6 +83,11 @@ def test_the_index_persists_on_disk_and_survives_corruption(files, tmp_path, mon
     shards[0].write_text('{"version": 1, "folder": "x", "fi')  # torn / foreign shard: ignored, files re-hashed
     F.clear_memory()
     assert F.fingerprint_files(files, cache_dir=cache) == fp and F.STATS["hashed"] == hashed + 6
+    obj = json.loads(shards[0].read_text())
+    obj["files"][files[0].name] = [1, 2, "x", None, "zz", 0]  # a garbled entry: that file is hashed again
+    shards[0].write_text(json.dumps(obj))
+    F.clear_memory()
+    assert F.fingerprint_files(files, cache_dir=cache) == fp and F.STATS["hashed"] == hashed + 7
 
 
 def test_racily_clean_entries_are_not_trusted(files, tmp_path, monkeypatch):
