@@ -72,7 +72,15 @@ class _Imgs(html.parser.HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def site(synth_root, tmp_path_factory):
+def chromium_exe():
+    exe = chromium()
+    if exe is None:
+        pytest.skip(f"no Chromium on this machine: {INSTALL}")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def site(chromium_exe, synth_root, tmp_path_factory):
     """leaderboard.html + plots from 3 real records: voc_lowshot for two checkpoints, imagenet_r for one."""
     import torch
     import torchvision
