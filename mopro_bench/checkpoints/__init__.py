@@ -12,9 +12,12 @@ Public API (used by every task)::
     ck.coverage            # what was loaded, filled (num_batches_tracked), kept as heads, ignored
     ck.meta                # adapter, selected network, source metadata, warnings
 
-Files are read without executing code from them (:mod:`.safeload`), mapped by a named adapter (:mod:`.adapters`)
-and verified to cover 100% of the backbone's parameters and buffers (:mod:`.verify`); ``trust=True`` lifts the
-pickle restrictions for files the user trusts. Export: :mod:`.export` (torchvision) and :mod:`.detectron2`.
+Files are read once, into memory, and ``sha256`` is the hash of exactly those bytes (the path may be re-pointed
+meanwhile, as ``pretrain`` does with ``last.pth.tar``); they are deserialized without executing code from them
+(:mod:`.safeload`), mapped by a named adapter (:mod:`.adapters`) and verified to cover 100% of the backbone's
+parameters and buffers with finite values and non-negative BatchNorm running variances (:mod:`.verify`);
+``trust=True`` lifts the pickle restrictions for files the user trusts. Export: :mod:`.export` (torchvision) and
+:mod:`.detectron2`.
 """
 
 from __future__ import annotations
