@@ -132,3 +132,28 @@ def test_changed_since_fingerprint(files, tmp_path):
     time.sleep(0.02)
     files[1].write_bytes(b"new")
     assert F.changed_since_fingerprint(files) == [str(files[1])]
+
+
+def test_concurrent_processes_leave_valid_shards_and_agree(tmp_path):
+    """4 processes fingerprint overlapping lists into one cache at once: all agree, every shard stays valid JSON."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(400):
+        (d / f"{i:04d}.jpg").write_bytes(os.urandom(2000))
+    code = ("import sys, json, pathlib; from mopro_bench import fingerprint as F\n"
+            "ps = sorted(pathlib.Path(sys.argv[1]).iterdir())\n"
+            "fp = [F.fingerprint_files(ps[int(sys.argv[3])::2], cache_dir=sys.argv[2])['sha256'] for _ in range(3)]\n"
+            "print(json.dumps(fp))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(d), str(tmp_path / "c"), str(k % 2)], stdout=subprocess.PIPE,
+                              text=True) for k in range(4)]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[2] and outs[1] == outs[3] and len(set(outs[0])) == 1 and outs[0][0] != outs[1][0]
+    shard = json.loads(next((tmp_path / "c" / "fingerprints").glob("*.json")).read_text())
+    assert set(shard["files"]) <= {f"{i:04d}.jpg" for i in range(400)} and len(shard["files"]) >= 200
+    F.clear_memory()
+    all_files = sorted(d.iterdir())
+    assert F.fingerprint_files(all_files[0::2], cache_dir=tmp_path / "c")["sha256"] == outs[0][0]
