@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,12 +46,16 @@ def write_destination(path: str | os.PathLike) -> tuple[Path, bool]:
     the bytes are written straight into it. A destination that is a directory is refused by the caller.
     """
     path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        target = Path(os.path.realpath(path))
-        if target.exists() and not target.is_file() and not target.is_dir():
-            return target, False
-        return target, True
-    return path, True
+    try:
+        st = os.stat(path)  # follows links: /proc/self/fd/1 onto a pipe stats as a FIFO
+    except OSError:
+        st = None
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return path, False  # a device, a FIFO, a socket: open() writes into it (through the link, if any)
+    if not path.is_symlink():
+        return path, True
+    target = Path(os.path.realpath(path))
+    return target, True  # an existing file, or a link to a file yet to be made: replace/create the target
 
 
 @contextlib.contextmanager

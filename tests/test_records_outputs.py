@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,16 @@ def test_symlink_destinations_are_written_through(tmp_path):
     dev.symlink_to(os.devnull)  # a device (like /dev/stdout): written into directly, no temp file next to it
     mio.atomic_write_json(dev, {"x": 1})
     assert dev.is_symlink() and os.path.realpath(dev) == os.devnull
+    if Path("/proc/self/fd").is_dir():  # the tester's stand-in for /dev/stdout: a link to /proc/self/fd/N (a pipe)
+        r, w = os.pipe()
+        try:
+            pipe_link = tmp_path / "stdout"
+            pipe_link.symlink_to(f"/proc/self/fd/{w}")
+            mio.atomic_write_json(pipe_link, {"piped": 1})
+            assert json.loads(os.read(r, 1000)) == {"piped": 1} and pipe_link.is_symlink()
+        finally:
+            os.close(r)
+            os.close(w)
 
 
 def test_output_checks(tmp_path):
