@@ -18,7 +18,8 @@ from mopro_bench.runtime import rank, resolve_device
 from mopro_bench.suites import SUITE_HELP, SUITES, expand_tasks, headline
 
 DESCRIPTION = """Score one or more checkpoints on one or more task@protocol and write a result record (JSON, with full
-provenance) per pair to RESULTS_DIR/<task@protocol>/<name>-<sha8>-seed<N>.json. `--task voc_lowshot` runs the task's
+provenance) per pair under RESULTS_DIR/<task@protocol>/ (one file per checkpoint, experiment and seed).
+`--task voc_lowshot` runs the task's
 default protocol, `--task voc_lowshot@goyal19` a named one (`mopro-bench tasks` lists them); `--task a,b` or a
 repeated `--task`/`--ckpt`, or `--suite NAME` (`--list-suites`), runs every (checkpoint, task) pair: each checkpoint is
 loaded once, a failed pair is reported and the others still run, and a summary table ends the run (exit 1 if a pair
