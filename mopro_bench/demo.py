@@ -33,12 +33,15 @@ def pretrain_overrides(epochs: int) -> dict[str, Any]:
     """MoPro with the paper's algorithm, scaled to a ResNet-18 on 32 px generated WebVision for a couple of CPU minutes.
 
     What changes and why is the "short runs" recipe of the pretraining docs: momenta that average tens of steps, not
-    a thousand; a queue far smaller than the data set; lr for batch 32.
+    a thousand; a queue far smaller than the data set; lr for batch 32; crops of at least 60% of the (40-128 px)
+    generated images (measured, 12 epochs: WebVision val top-1 71.9% vs 62.5% with the default scale 0.2); two thirds
+    of the run as warm-up before noise cleaning.
     """
     return {
         "model.arch": "resnet18",
         "model.bn_splits": 2,
         "aug.image_size": IMG,
+        "aug.crop_scale": [0.6, 1.0],
         "data.batch_size": 32,
         "data.val_batch_size": 128,
         "mopro.queue_size": 32,

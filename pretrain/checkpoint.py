@@ -119,18 +119,18 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_out_dir(out: str | os.PathLike) -> Path:
+def check_out_dir(out: str | os.PathLike, what: str = "--out") -> Path:
     """Create the run directory and prove a file can be written in it, before any data or model work."""
     out = Path(out).expanduser()
     blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise BenchError(f"--out {out} cannot be created: {blocker} is a file", "pass a directory for --out")
+        raise BenchError(f"{what} {out} cannot be created: {blocker} is a file", "pass another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-probe.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise BenchError(f"--out {out} is not writable ({e.strerror or e})",
+        raise BenchError(f"{what} {out} is not writable ({e.strerror or e})",
                          "pass a directory you can write to, or fix its permissions") from None
     return out

@@ -157,7 +157,7 @@ def noise_clean(data_root: str | Path, ckpt: str | Path, out: str | Path | None,
     if out:  # before the pass over the whole train set, not after it
         if Path(out).expanduser().is_dir():
             raise BenchError(f"--out {out} is a directory", "pass a file name, e.g. pseudo_label.json")
-        check_out_dir(Path(out).expanduser().parent)
+        check_out_dir(Path(out).expanduser().parent, what=f"the folder of --out {out}:")
     model, cfg, _ = load_model(ckpt, overrides)
     ds, samples = load_train_set(data_root, cfg, annotation=annotation)
     rels = [r for r, _ in samples]
