@@ -284,3 +284,11 @@ def test_eval_refuses_a_list_entry_outside_the_root_before_any_work(synth_root, 
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "the path leaves the dataset root" in lines[0], err
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.npy"))
+
+
+def test_data_synth_into_an_unusable_place_is_one_line_before_generating(tmp_path, cli):
+    (tmp_path / "afile").write_text("x")
+    code, out, err = cli("data", "synth", "voc07", tmp_path / "afile" / "voc")  # was: FileExistsError traceback
+    assert code == 2 and err == (f"error: output folder {tmp_path / 'afile'} cannot be created: {tmp_path / 'afile'} is a "
+                                 "file, not a directory -- fix: pass another directory\n")
+    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

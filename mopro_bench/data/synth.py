@@ -27,7 +27,7 @@ from mopro_bench.data import KINDS, SYNTH_GENERATOR, render, synth_marker_path
 from mopro_bench.data.imagenet import imagenet_index
 from mopro_bench.data.voc import VOC_CLASSES
 from mopro_bench.errors import BenchError
-from mopro_bench.io import atomic_write_json, atomic_write_text
+from mopro_bench.io import atomic_write_json, atomic_write_text, check_writable_dir
 from mopro_bench.resources import imagenet1k_wnids, imagenet_a_wnids, imagenet_r_wnids
 
 SCALES = ("tiny", "small")
@@ -126,7 +126,9 @@ def synth(kind: str, out: str | Path, seed: int = 0, scale: str = "tiny", **kw) 
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BenchError(f"{out} already exists and is not empty", "pass a new or empty folder to write the dataset into")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # the tree is built next to OUT and renamed into place; the marker file also goes there (one line, exit 2 if not
+    # writable, before anything is generated)
+    check_writable_dir(out.parent, "output folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         gen = {"webvision": _webvision, "imagenet": _imagenet, "imagenet-r": _imagenet_ra, "imagenet-a": _imagenet_ra,
