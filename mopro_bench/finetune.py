@@ -424,6 +424,9 @@ class SupervisedTrainer:
                                      "seconds": round(time.time() - t0, 3)}
             last = epoch + 1 == cfg.epochs
             if self.eval_set is not None and (last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)):
+                if world > 1:  # every rank scores its val shard with rank 0's BatchNorm statistics (as DDP's forward)
+                    for b in model.buffers():
+                        dist.broadcast(b, 0)
                 entry.update(self._evaluate(model, device, f"eval {epoch + 1}/{cfg.epochs}"))
             history.append(entry)
             writer = self._log(writer, entry)

@@ -212,3 +212,34 @@ def test_as_released_task_trains_on_the_per_process_subsets(imagenet, tmp_path, 
     fps = rec["data"]["fingerprints"]
     assert fps["imagenet/train-subset"]["n"] == d["subset_union_size"] and fps["imagenet/val"]["n"] == d["val_images"]
 
+
+
+@pytest.mark.slow
+def test_as_released_on_two_gloo_processes_matches_one_process_with_two_bn_groups(imagenet, tmp_path, cache):
+    """num_ranks=2 as released: two DDP processes (each its own subset, BN over its own 2 images) and one process that
+    splits every batch of 4 into 2 strided BatchNorm groups train on the same images in the same order and end with
+    the same numbers. The crop is made deterministic (scale 1, no flip): augmentation draws differ per process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    over = {**TINY, "batch_size": 4, "bn_batch": 2, "num_ranks": 2, "fraction": 0.125, "epochs": 2, "milestones": [1],
+            "lr_backbone": 1e-3, "lr_head": 1e-2, "crop_scale": [1.0, 1.0], "hflip": False}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mopro_bench",
+           "--device", "cpu", "--workers", "0", "--cache-dir", str(cache), "eval", "--ckpt", "random:resnet18",
+           "--task", "imagenet_1pct@mopro-as-released", "--data", str(imagenet), "--results-dir", str(tmp_path / "ddp"),
+           "--no-progress", "--out", str(tmp_path / "ddp.json")]
+    for k, v in over.items():
+        cmd += ["--set", f"{k}={json.dumps(v)}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp.json").read_text())
+    one = run(load_checkpoint("random:resnet18"), "imagenet_1pct@mopro-as-released", imagenet, tmp_path / "one", cache, over)
+    assert ddp["details"]["world_size"] == 2 and one["details"]["world_size"] == 1
+    assert ddp["data"]["subset_sha256"] == one["data"]["subset_sha256"]  # the same subsets whatever the world size
+    hd, ho = ddp["details"]["history"], one["details"]["history"]
+    assert [h["samples"] for h in hd] == [h["samples"] for h in ho]
+    for a, b in zip(hd, ho):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (a, b)
+        assert (a["top1"], a["top5"]) == pytest.approx((b["top1"], b["top5"]), abs=100 / 32 + 1e-9)  # at most 1 image
