@@ -14,6 +14,7 @@ published settings (dual coordinate descent, tol 1e-4, max_iter 2000), one Linea
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -69,6 +70,17 @@ def score(fit: svm.SVMFit, Xte, lab_te, setting: str, C: int) -> np.ndarray:
     return 100.0 * ap.reshape(-1, C, m).mean(1)
 
 
+def _timed(repeats: int, fn, *args, **kwargs):
+    """(result of the last call, median wall seconds, median process CPU seconds) over ``repeats`` calls."""
+    walls, cpus, out = [], [], None
+    for _ in range(max(1, repeats)):
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn(*args, **kwargs)
+        cpus.append(time.process_time() - c0)
+        walls.append(time.perf_counter() - w0)
+    return out, float(np.median(walls)), float(np.median(cpus))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setting", choices=["voc", "places", "goyal19"], default="voc")
@@ -81,38 +93,48 @@ def main() -> None:
     ap.add_argument("--no-sklearn", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--method", default="auto", choices=["auto", "kernel", "primal"])
+    ap.add_argument("--repeats", type=int, default=3, help="torch fits per k (median reported)")
+    ap.add_argument("--sklearn-repeats", type=int, default=1, help="sklearn fits per k (median reported)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"setting={args.setting} samples={args.samples} dim={args.dim} torch threads={torch.get_num_threads()} "
-          f"devices={devices}" + (f" gpu={torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
-    head = f"{'k':>3} {'n':>5} {'problems':>8} {'method':>7} " + " ".join(f"{'torch-' + d + ' s':>13}" for d in devices)
-    print(head + f" {'sklearn s':>11} {'speedup':>8} {'|dmetric|':>10} {'obj gap':>9}")
+          f"devices={devices} load average={' '.join(f'{x:.1f}' for x in os.getloadavg())} (cores: {os.cpu_count()})"
+          + (f" gpu={torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
+    print("times: median over repeats; CPU = process CPU seconds (what one thread costs, independent of other load), "
+          "speedup = sklearn CPU / torch-cpu CPU")
+    head = f"{'k':>3} {'n':>5} {'problems':>8} {'method':>7} {'cpu CPU s':>10} {'cpu wall s':>10} " + " ".join(
+        f"{d + ' wall s':>12}" for d in devices[1:])
+    print(head + f" {'sklearn CPU s':>14} {'sklearn wall s':>14} {'speedup':>8} {'|dmetric|':>10} {'obj gap':>9}")
     for k in args.k:
         X, Y, Cs, cw, Xte, lab_te, C = make(args.setting, k, args.samples, args.dim, args.n_test, args.seed, args.signal)
         mask = np.ones_like(Y, bool)
-        times, fits = {}, {}
+        times, fits, cpu_s = {}, {}, 0.0
         for dev in devices:
             dtypes = [torch.float64] if dev == "cpu" else [torch.float64, torch.float32]
             for dt in dtypes:
                 if dev == "cuda":  # warm-up (kernels, allocator)
                     svm.fit(X[:1], Y[:1], mask[:1], Cs, class_weight=cw, device=dev, dtype=dt, method=args.method)
-                f = svm.fit(X, Y, mask, Cs, class_weight=cw, device=dev, dtype=dt, method=args.method,
-                            gtol=1e-9 if dt == torch.float64 else 1e-4)
+                f, wall, cpu = _timed(args.repeats, svm.fit, X, Y, mask, Cs, class_weight=cw, device=dev, dtype=dt,
+                                      method=args.method, gtol=1e-9 if dt == torch.float64 else 1e-4)
                 key = dev if dt == torch.float64 else dev + "-fp32"
-                times[key], fits[key] = f.seconds, f
+                times[key], fits[key] = wall, f
+                if key == "cpu":
+                    cpu_s = cpu
         ours = fits["cpu"]
-        line = f"{k:>3} {X.shape[1]:>5} {ours.objective.size:>8} {ours.method:>7} " + " ".join(
-            f"{times[d]:>13.3f}" for d in devices)
+        line = f"{k:>3} {X.shape[1]:>5} {ours.objective.size:>8} {ours.method:>7} {cpu_s:>10.3f} {times['cpu']:>10.3f} " + \
+            " ".join(f"{times[d]:>12.3f}" for d in devices[1:])
+        if not ours.converged.all():
+            line += " [NOT CONVERGED]"
         if not args.no_sklearn:
             G, _, m = Y.shape
             limit = args.sklearn_problems or G * m
             gs = max(1, min(G, -(-limit // m)))  # whole groups, so the metric can be compared on them
-            t0 = time.time()
-            ref = svm.sklearn_fit(X[:gs], Y[:gs], mask[:gs], Cs if np.ndim(Cs) == 0 else Cs, class_weight=cw)
-            t_ref = (time.time() - t0) * (G / gs)
+            ref, t_wall, t_cpu = _timed(args.sklearn_repeats, svm.sklearn_fit, X[:gs], Y[:gs], mask[:gs], Cs,
+                                        class_weight=cw)
+            t_wall, t_cpu = t_wall * (G / gs), t_cpu * (G / gs)
             approx = "~" if gs < G else " "
             sub = svm.SVMFit(ours.coef[:gs], ours.intercept[:gs], ours.objective[:gs], ours.rel_grad[:gs],
                              ours.converged[:gs], ours.iterations, ours.method, ours.seconds)
@@ -121,13 +143,14 @@ def main() -> None:
             else:
                 dm = float(np.abs(score(sub, Xte, lab_te, args.setting, C) - score(ref, Xte, lab_te, args.setting, C)).max())
             gap = float(((ref.objective - sub.objective) / np.abs(sub.objective)).max())
-            line += f" {approx}{t_ref:>10.3f} {t_ref / times['cpu']:>8.1f} {dm:>10.4f} {gap:>9.1e}"
+            line += f" {approx}{t_cpu:>13.3f} {approx}{t_wall:>13.3f} {t_cpu / max(cpu_s, 1e-9):>8.1f} {dm:>10.4f} {gap:>9.1e}"
         print(line, flush=True)
         if "cuda" in times:
             dm32 = float(np.abs(score(fits["cuda-fp32"], Xte, lab_te, args.setting, C)
                                 - score(ours, Xte, lab_te, args.setting, C)).max())
             print(f"    cuda fp32: {times['cuda-fp32']:.3f} s, |dmetric| vs fp64 {dm32:.4f}, "
                   f"max rel grad {np.nanmax(fits['cuda-fp32'].rel_grad):.1e}")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ class SVMFit:
             "problems": int(self.objective.size),
             "iterations": int(self.iterations),
             "seconds": round(float(self.seconds), 4),
+            "converged": int(self.converged.sum()),
             "all_converged": bool(self.converged.all()),
             "max_rel_grad": float(rg.max()) if rg.size else None,
             **self.info,
@@ -131,58 +132,162 @@ def _line_search(a0: torch.Tensor, a1: torch.Tensor, M: torch.Tensor, Q: torch.T
 
 
 # ---------------------------------------------------------------------------------------------------------- methods
-def _kernel_newton(Xa: torch.Tensor, Y: torch.Tensor, Cst: torch.Tensor, gtol: float, max_iter: int,
-                   chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
-    n = Xa.shape[1]
-    K = Xa @ Xa.transpose(1, 2)  # [G, n, n], shared by the m problems of a group
+def _kernel_newton(X: torch.Tensor, s: float, Y: torch.Tensor, Cst: torch.Tensor, gtol: float, max_iter: int,
+                   chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+    """``w = [X, s]^T A``; works with the Gram matrix ``K = X X^T + s^2`` (the bias column is never materialised)."""
+    K = torch.baddbmm(torch.full((1, 1, 1), s * s, dtype=X.dtype, device=X.device), X, X.transpose(1, 2))  # [G, n, n]
     A = torch.zeros_like(Y)  # w = Xa^T A
     Z = torch.zeros_like(Y)  # K A  (decision values)
     present = Cst > 0
-    g0 = (Xa.transpose(1, 2) @ (2.0 * Cst * Y)).norm(dim=1)  # ||grad f(0)||
-    eye = torch.eye(n, dtype=Xa.dtype, device=Xa.device)
-    per_problem = n * n * Xa.element_size()
-    chunk = max(1, int(chunk_bytes // max(per_problem, 1)))
+    E = torch.where(present, 0.5 / Cst.clamp_min(1e-300), torch.full_like(Cst, math.inf))  # diag of the Newton system
+    # the base diagonal of each problem: its most frequent per-example value (the negatives' for a one-vs-rest problem)
+    pos, neg = present & (Y > 0), present & (Y < 0)
+    e_pos = torch.where(pos, E, torch.zeros_like(E)).amax(1)
+    e_neg = torch.where(neg, E, torch.zeros_like(E)).amax(1)
+
+    def dnorm(U: torch.Tensor) -> torch.Tensor:  # ||Xa^T U|| per problem, in feature space (the honest measure)
+        return ((X.transpose(1, 2) @ U).square().sum(1) + (s * U.sum(1)).square()).sqrt()
+
+    def knorm(U: torch.Tensor) -> torch.Tensor:  # the same through the Gram matrix: cheap, used to decide when to look
+        return (U * (K @ U)).sum(1).clamp_min(0.0).sqrt()
+
+    g0 = knorm(2.0 * Cst * Y)  # ||grad f(0)||
+    bases: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}  # (group, delta) -> (L, H)
+    stats = {"cholesky_solves": 0, "woodbury_solves": 0, "base_factorizations": 0, "max_active": 0, "max_low_rank": 0}
+    rel = torch.full_like(g0, math.inf)
     it = 0
-    rel = torch.zeros_like(g0)
-    solves = 0
-    for it in range(1, max_iter + 1):  # noqa: B007 -- `it` is reported
+    for it in range(max_iter + 1):  # noqa: B007 -- `it` (Newton steps taken) is reported
         S = (1.0 - Y * Z).clamp_min(0.0) * present
         U = A - 2.0 * Cst * Y * S  # grad = Xa^T U
-        gn = (Xa.transpose(1, 2) @ U).norm(dim=1)
-        rel = torch.where(g0 > 0, gn / g0.clamp_min(1e-300), torch.zeros_like(gn))
+        rel = torch.where(g0 > 0, knorm(U) / g0.clamp_min(1e-300), torch.zeros_like(g0))
         todo = rel > gtol
-        if not bool(todo.any()):
-            it -= 1
-            break
+        if it == max_iter or not bool(todo.any()):  # confirm (or not) in feature space
+            rel = torch.where(g0 > 0, dnorm(U) / g0.clamp_min(1e-300), torch.zeros_like(g0))
+            todo = rel > gtol
+            if it == max_iter or not bool(todo.any()):
+                break
         act = (S > 0) & todo.unsqueeze(1)
-        # Newton point of the quadratic with the active set fixed: (K_AA + diag(1/(2C_A))) beta = y_A, beta = 0 off A
-        beta = torch.zeros_like(A)
-        idx = todo.nonzero(as_tuple=False)  # [P, 2] (group, problem)
-        for s in range(0, idx.shape[0], chunk):
-            gi, mi = idx[s:s + chunk, 0], idx[s:s + chunk, 1]
-            a = act[gi, :, mi].to(Xa.dtype)  # [P, n]
-            c = Cst[gi, :, mi]
-            diag = torch.where(a > 0, 0.5 / c.clamp_min(1e-300), torch.ones_like(c))
-            Mtx = K[gi] * (a.unsqueeze(2) * a.unsqueeze(1)) + eye * diag.unsqueeze(1)
-            rhs = (Y[gi, :, mi] * a).unsqueeze(2)
-            L, info = torch.linalg.cholesky_ex(Mtx)
-            if bool((info > 0).any()):  # numerically indefinite (should not happen): fall back to LU
-                sol = torch.linalg.solve(Mtx, rhs)
-            else:
-                sol = torch.cholesky_solve(rhs, L)
-            beta[gi, :, mi] = sol.squeeze(2)
-            solves += int(gi.shape[0])
+        beta = _newton_points(K, Y, E, act, todo, e_pos, e_neg, bases, stats, chunk_bytes)
         Dl = torch.where(todo.unsqueeze(1), beta - A, torch.zeros_like(A))
         KD = K @ Dl
         t = _line_search((A * KD).sum(1), (Dl * KD).sum(1), Y * Z, Y * KD, Cst, todo)
         A = A + t.unsqueeze(1) * Dl
         Z = Z + t.unsqueeze(1) * KD
-    W = Xa.transpose(1, 2) @ A  # [G, D, m]
-    return W, rel, it, {"cholesky_solves": solves}
+    W = torch.cat([X.transpose(1, 2) @ A, s * A.sum(1, keepdim=True)], dim=1)  # [G, d + 1, m]
+    return W, Z, rel, it, stats
+
+
+def _newton_points(K: torch.Tensor, Y: torch.Tensor, E: torch.Tensor, act: torch.Tensor, todo: torch.Tensor,
+                   e_pos: torch.Tensor, e_neg: torch.Tensor, bases: dict, stats: dict, chunk_bytes: int) -> torch.Tensor:
+    """The minimiser of the quadratic with the active set fixed, for every problem still to do: ``beta = 0`` off the
+    active set ``A`` and ``(K_AA + diag(E_A)) beta_A = y_A`` on it.
+
+    Two exact ways, chosen per problem by cost: a Cholesky factorisation of the compacted ``|A| x |A|`` system, or --
+    when the system differs from a per-group base ``K + delta I`` in only a few rows ``R`` (other class weight, inactive,
+    absent) -- the base's inverse (factorised once per group and delta, shared by the group's problems and by every
+    Newton iteration) with a Woodbury correction of rank ``|R|``, followed by one step of iterative refinement."""
+    G, n, m = Y.shape
+    beta = torch.zeros(G, n + 1, m, dtype=Y.dtype, device=Y.device)  # row n: a sink for padded indices
+    n_act = act.sum(1)  # [G, m]
+    npos_act = (act & (Y > 0)).sum(1)
+    delta = torch.where(npos_act * 2 > n_act, e_pos, e_neg)  # base diagonal per problem
+    on_base = act & (E == delta.unsqueeze(1))
+    n_low = n - on_base.sum(1)  # rows where the system differs from the base
+    idx = todo.nonzero(as_tuple=False).tolist()
+    cube = lambda v: float(v) ** 3 / 3.0  # noqa: E731
+    # per (group, delta): is the Woodbury route worth the base factorisation?
+    want: dict[tuple[int, float], list[tuple[int, int]]] = {}
+    direct: list[tuple[int, int]] = []
+    nl, na, dl = n_low.tolist(), n_act.tolist(), delta.tolist()
+    for g, j in idx:
+        if na[g][j] == 0:
+            continue  # no active row: beta = 0
+        if nl[g][j] < na[g][j]:
+            want.setdefault((g, dl[g][j]), []).append((g, j))
+        else:
+            direct.append((g, j))
+    wood: list[tuple[tuple[int, float], list[tuple[int, int]]]] = []
+    for key, probs in want.items():
+        gain = sum(cube(na[g][j]) - cube(nl[g][j]) for g, j in probs)
+        if key in bases or gain > 3.0 * cube(n):
+            wood.append((key, probs))
+        else:
+            direct.extend(probs)
+    # ---- compacted direct solves, sorted by |A| so that padding stays small
+    direct.sort(key=lambda p: na[p[0]][p[1]])
+    per = max(1, int(chunk_bytes // (24 * na[direct[-1][0]][direct[-1][1]] ** 2))) if direct else 1
+    for s in range(0, len(direct), per):
+        part = direct[s:s + per]
+        a_max = max(na[g][j] for g, j in part)
+        gi = torch.tensor([p[0] for p in part], device=Y.device)
+        mi = torch.tensor([p[1] for p in part], device=Y.device)
+        a = act[gi, :, mi]  # [P, n]
+        # indices of the active rows first (stable), padded: masked out of the system, scattered to the sink row n
+        order = torch.argsort((~a).to(torch.int8), dim=1, stable=True)[:, :a_max]
+        valid = torch.gather(a, 1, order)
+        ridx = torch.where(valid, order, torch.zeros_like(order))
+        vv = valid.to(K.dtype)
+        Mtx = K[gi.view(-1, 1, 1), ridx.unsqueeze(2), ridx.unsqueeze(1)] * (vv.unsqueeze(2) * vv.unsqueeze(1))
+        Ea = torch.gather(E[gi, :, mi], 1, ridx)
+        Mtx.diagonal(dim1=1, dim2=2).add_(torch.where(valid, Ea, torch.ones_like(Ea)))
+        rhs = (torch.gather(Y[gi, :, mi], 1, ridx) * vv).unsqueeze(2)
+        L, info = torch.linalg.cholesky_ex(Mtx)
+        sol = torch.linalg.solve(Mtx, rhs) if bool((info > 0).any()) else torch.cholesky_solve(rhs, L)
+        beta[gi.view(-1, 1), torch.where(valid, order, torch.full_like(order, n)), mi.view(-1, 1)] = sol.squeeze(2)
+        stats["cholesky_solves"] += len(part)
+        stats["max_active"] = max(stats["max_active"], a_max)
+    # ---- Woodbury: (B + P_R diag(E_R - delta) P_R^T)^-1 y_A with B = K + delta I, H = B^-1:
+    #      beta = H y - H P_R z,  (diag(1 / (E_R - delta)) + H_RR) z = (H y)_R   (1 / (E - delta) = 0 off A)
+    eye = None
+    for key, probs in wood:
+        g, d = key
+        if key not in bases:
+            eye = torch.eye(n, dtype=K.dtype, device=K.device) if eye is None else eye
+            L = torch.linalg.cholesky(K[g] + d * eye)
+            bases[key] = (L, torch.cholesky_inverse(L))
+            stats["base_factorizations"] += 1
+        H = bases[key][1]
+        cols = torch.tensor([j for _, j in probs], device=Y.device)
+        a = act[g][:, cols].T  # [P, n]
+        Eg = E[g][:, cols].T
+        low = ~(a & (Eg == d))  # the rows R
+        f = torch.where(a & low, 1.0 / (Eg - d), torch.zeros_like(Eg))
+        y = Y[g][:, cols].T * a
+        r_max = int(low.sum(1).max())
+        per = max(1, int(chunk_bytes // max(1, 8 * (3 * r_max * r_max + 8 * n))))
+        for s in range(0, len(probs), per):
+            sl = slice(s, s + per)
+            aa, ll, ff, yy = a[sl], low[sl], f[sl], y[sl]
+            P = aa.shape[0]
+            order = torch.argsort((~ll).to(torch.int8), dim=1, stable=True)[:, :r_max]
+            valid = torch.gather(ll, 1, order)
+            ridx = torch.where(valid, order, torch.zeros_like(order))
+            sink = torch.where(valid, order, torch.full_like(order, n))
+            vv = valid.to(K.dtype)
+            cap = torch.take(H, ridx.unsqueeze(2) * n + ridx.unsqueeze(1)) * (vv.unsqueeze(2) * vv.unsqueeze(1))  # H_RR
+            cap.diagonal(dim1=1, dim2=2).add_(torch.where(valid, torch.gather(ff, 1, ridx), torch.ones_like(vv)))
+            Lc, info = torch.linalg.cholesky_ex(cap)  # SPD unless a row has a smaller diagonal than the base
+            lu = torch.linalg.lu_factor(cap) if bool((info > 0).any()) else None
+
+            def apply(r: torch.Tensor, H=H, ridx=ridx, sink=sink, vv=vv, Lc=Lc, lu=lu, aa=aa, P=P) -> torch.Tensor:
+                hr = r @ H  # [P, n] (H symmetric)
+                rhs = (torch.gather(hr, 1, ridx) * vv).unsqueeze(2)
+                z = (torch.cholesky_solve(rhs, Lc) if lu is None else torch.linalg.lu_solve(*lu, rhs)).squeeze(2)
+                zf = torch.zeros(P, n + 1, dtype=r.dtype, device=r.device).scatter_(1, sink, z * vv)[:, :n]
+                return (hr - zf @ H) * aa
+
+            bb = apply(yy)
+            # one step of iterative refinement against the exact system
+            res = (yy - (bb @ K[g] + torch.where(aa, Eg[sl], torch.zeros_like(bb)) * bb)) * aa
+            bb = bb + apply(res)
+            beta[g, :n, cols[sl]] = bb.T
+            stats["max_low_rank"] = max(stats["max_low_rank"], r_max)
+        stats["woodbury_solves"] += len(probs)
+    return beta[:, :n]
 
 
 def _primal_newton_cg(Xa: torch.Tensor, Y: torch.Tensor, Cst: torch.Tensor, gtol: float, max_iter: int,
-                      max_cg: int) -> tuple[torch.Tensor, torch.Tensor, int, dict[str, Any]]:
+                      max_cg: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, dict[str, Any]]:
     G, _, D = Xa.shape
     m = Y.shape[2]
     Xt = Xa.transpose(1, 2)
@@ -191,17 +296,16 @@ def _primal_newton_cg(Xa: torch.Tensor, Y: torch.Tensor, Cst: torch.Tensor, gtol
     Z = torch.zeros_like(Y)
     present = Cst > 0
     g0 = (Xt @ (2.0 * Cst * Y)).norm(dim=1)
-    rel = torch.zeros_like(g0)
+    rel = torch.full_like(g0, math.inf)
     cg_total = 0
     it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007
+    for it in range(max_iter + 1):  # noqa: B007 -- `it` (Newton steps taken) is reported
         S = (1.0 - Y * Z).clamp_min(0.0) * present
         grad = W - 2.0 * (Xt @ (Cst * Y * S))
         gn = grad.norm(dim=1)
         rel = torch.where(g0 > 0, gn / g0.clamp_min(1e-300), torch.zeros_like(gn))
         todo = rel > gtol
-        if not bool(todo.any()):
-            it -= 1
+        if it == max_iter or not bool(todo.any()):
             break
         Dw = Cst * (S > 0)  # generalised Hessian weights
         precond = 1.0 + 2.0 * (X2t @ Dw)  # diag(H) [G, D, m]
@@ -237,19 +341,20 @@ def _primal_newton_cg(Xa: torch.Tensor, Y: torch.Tensor, Cst: torch.Tensor, gtol
         t = _line_search((W * P).sum(1), (P * P).sum(1), Y * Z, Y * XP, Cst, todo)
         W = W + t.unsqueeze(1) * P
         Z = Z + t.unsqueeze(1) * XP
-    return W, rel, it, {"cg_iterations": cg_total}
+    return W, Z, rel, it, {"cg_iterations": cg_total}
 
 
 def choose_method(n: int, d: int, max_cost: float = 1.0) -> str:
-    """``kernel`` for small ``n`` or a large cost, else ``primal``.
+    """``kernel`` up to ``n = 1024`` training rows (or for a large cost), else ``primal``.
 
-    The primal CG needs ~sqrt(condition) steps and the condition grows with C * n, while the kernel method's
-    Cholesky does not care about C. Measured on CPU (float64, one thread): C=0.5-1: n=320, d=2048 kernel 2.8 s vs
-    primal 4.6 s (100 problems); n=205, d=512 kernel 3.7 s vs primal 0.5 s (410 problems); n=820, d=2048 kernel 254 s
-    vs primal 67 s (1025 problems). Costs 0.01..1000 (goyal19): n=320, d=2048 kernel 10 s vs primal 445 s."""
+    CPU, float64, one thread, process CPU seconds (benchmarks/bench_svm.py, benchmarks/README.md): VOC k=16 (n=320,
+    d=2048, 100 problems) kernel 0.18 s; Places k=4 (n=820, 1025 problems) kernel 7.7 s vs primal 17.1 s; Places k=8
+    (n=1640) kernel 75 s (the Woodbury rank grows with the inactive rows) vs primal (see the README). Costs 0.01..1000
+    (goyal19): the primal CG needs ~sqrt(condition) steps and the condition grows with C * n, while the kernel
+    method's factorisations do not care about C (n=320: kernel 10 s vs primal 445 s)."""
     if max_cost > 2.0 and n <= 4096:
         return "kernel"
-    return "kernel" if n * n <= 50 * (d + 1) else "primal"
+    return "kernel" if n <= 1024 else "primal"
 
 
 def fit(X: Array, Y: Array, mask: Array, C: Array, *, class_weight: tuple[float, float] = (1.0, 1.0),
@@ -262,6 +367,10 @@ def fit(X: Array, Y: Array, mask: Array, C: Array, *, class_weight: tuple[float,
     problem, ``C`` the cost per problem (scalar, ``[m]`` or ``[G, m]``). ``X`` may also be ``[n, d]`` (one group).
     """
     t0 = time.time()
+    if not (isinstance(gtol, float | int) and math.isfinite(gtol) and 0 < gtol < 1):
+        raise ValueError(f"gtol must be in (0, 1), got {gtol!r}")
+    if not (isinstance(max_iter, int) and max_iter >= 0):
+        raise ValueError(f"max_iter must be an integer >= 0 (0: no Newton step, reported as not converged), got {max_iter!r}")
     device = torch.device(device)
     Xt = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).to(device=device, dtype=dtype)
     if Xt.dim() == 2:
@@ -279,17 +388,16 @@ def fit(X: Array, Y: Array, mask: Array, C: Array, *, class_weight: tuple[float,
         raise ValueError("labels must be +1 or -1")
     Ct = torch.as_tensor(costs_per_problem(C, G, m), dtype=dtype, device=device).unsqueeze(1)
     Cst = example_costs(Yt, Mt, Ct, class_weight)
-    Xa = torch.cat([Xt, torch.full((G, n, 1), float(intercept_scaling), dtype=dtype, device=device)], dim=2)
     if method == "auto":
         method = choose_method(n, d, float(Cst.max()) if Cst.numel() else 0.0)
     if method == "kernel":
-        W, rel, iters, info = _kernel_newton(Xa, Yt, Cst, gtol, max_iter, chunk_bytes)
+        W, Z, rel, iters, info = _kernel_newton(Xt, float(intercept_scaling), Yt, Cst, gtol, max_iter, chunk_bytes)
     elif method == "primal":
-        W, rel, iters, info = _primal_newton_cg(Xa, Yt, Cst, gtol, max_iter, max_cg)
+        Xa = torch.cat([Xt, torch.full((G, n, 1), float(intercept_scaling), dtype=dtype, device=device)], dim=2)
+        W, Z, rel, iters, info = _primal_newton_cg(Xa, Yt, Cst, gtol, max_iter, max_cg)
     else:
         raise ValueError(f"unknown method {method!r}")
     # objective at the solution
-    Z = Xa @ W
     S = (1.0 - Yt * Z).clamp_min(0.0) * (Cst > 0)
     obj = 0.5 * (W * W).sum(1) + (Cst * S * S).sum(1)
     W = W.transpose(1, 2).double().cpu().numpy()  # [G, m, D]
@@ -321,6 +429,7 @@ def sklearn_fit(X: Array, Y: Array, mask: Array, C: Array, *, class_weight: tupl
     coef = np.zeros((G, m, d))
     intercept = np.zeros((G, m))
     warned = 0
+    conv = np.ones((G, m), bool)
     for g in range(G):
         for j in range(m):
             rows = mask[g, :, j]
@@ -333,11 +442,13 @@ def sklearn_fit(X: Array, Y: Array, mask: Array, C: Array, *, class_weight: tupl
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 clf.fit(X[g, rows], y)
-            warned += sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+            hit = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+            warned += hit
+            conv[g, j] = hit == 0
             coef[g, j] = clf.coef_[0]
             intercept[g, j] = clf.intercept_[0]
     obj = primal_objective(X, Y, mask, Cg, coef, intercept, class_weight=class_weight, intercept_scaling=intercept_scaling)
     return SVMFit(coef=coef, intercept=intercept, objective=obj, rel_grad=np.full((G, m), np.nan),
-                  converged=np.full((G, m), warned == 0), iterations=0, method="sklearn-liblinear",
+                  converged=conv, iterations=0, method="sklearn-liblinear",
                   seconds=time.time() - t0, info={"convergence_warnings": warned, "tol": tol, "max_iter": max_iter,
                                                   "dual": dual})

@@ -145,5 +145,6 @@ def test_line_search_is_exact():
 def test_method_choice():
     assert svm.choose_method(320, 2048, 1.0) == "kernel"  # VOC k=16
     assert svm.choose_method(3280, 2048, 0.5) == "primal"  # Places k=16
-    assert svm.choose_method(205, 512, 0.5) == "primal"
+    assert svm.choose_method(820, 2048, 0.5) == "kernel"  # Places k=4: the shared-base Woodbury solves win
+    assert svm.choose_method(1640, 2048, 0.5) == "primal"  # Places k=8
     assert svm.choose_method(320, 2048, 1000.0) == "kernel"  # goyal19's cost grid: CG would crawl
