@@ -63,9 +63,11 @@ def sample_rng(seed: int, k: int, sample: int) -> StableRNG:
 
 
 # ------------------------------------------------------------------------------------------------------------ samplers
-def _too_few(k: int, have: int, what: str, cls: str) -> BenchError:
-    return BenchError(f"k={k} needs {k} {what} for class {cls!r} but the training split has {have}",
-                      f"use k <= {have} for this dataset (e.g. --set ks=[1,2]) or the complete dataset")
+def _too_few(k: int, have: int, what: str, cls: str, per_k: int = 1) -> BenchError:
+    """``per_k`` images of that kind are needed per shot (19 negatives per positive for goyal19)."""
+    return BenchError(f"k={k} needs {per_k * k} {what} for class {cls!r} but the training split has {have}",
+                      f"use k <= {have // per_k} for this dataset (--set ks=[...]; the record is then marked modified) or "
+                      "the complete dataset")
 
 
 def voc_union_sample(ids: Sequence[str], labels: np.ndarray, classes: Sequence[str], k: int, rng: StableRNG) -> list[str]:
@@ -92,7 +94,7 @@ def voc_pos_neg_sample(ids: Sequence[str], labels: np.ndarray, classes: Sequence
         if len(pos) < k:
             raise _too_few(k, len(pos), "positive images", cls)
         if len(neg) < nn:
-            raise _too_few(k, len(neg), f"negative images ({negatives_per_positive}·k = {nn})", cls)
+            raise _too_few(k, len(neg), f"negative images ({negatives_per_positive} per positive)", cls, negatives_per_positive)
         out.extend(rng.sample(pos, k))
         out.extend(rng.sample(neg, nn))
     return out
@@ -115,6 +117,9 @@ def per_class_sample(samples: Sequence[tuple[str, int]], num_classes: int, k: in
 
 def draw_splits(task: str, protocol: str, seed: int, ks: Sequence[int], num_samples: int, draw) -> dict[str, Any]:
     """``draw(k, rng) -> [ids]`` for every k and sample, each with its own :func:`sample_rng`."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) < _U64:
+        raise BenchError(f"seed {seed!r} cannot draw low-shot samples: it must be an integer in [0, 2**64)",
+                         "pass --seed with a non-negative integer (default 0)")
     return {
         "task": task,
         "protocol": protocol,

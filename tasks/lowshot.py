@@ -21,6 +21,7 @@ cache (:mod:`mopro_bench.features`), so a second evaluation of the same checkpoi
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -29,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from mopro_bench import svm
 from mopro_bench.errors import BenchError
@@ -63,6 +67,7 @@ class LowShotSVMProtocol(Protocol):
     num_samples: int = 5  # independent samples per k (a --splits file decides instead)
     # features
     feature: str = "pooled backbone output (global average pool after res5), BN in eval mode"
+    feature_layer: str = "pool5"  # pool5 (GAP, 2048-d) | res4 | res5 (VISSL's pooled conv maps, see STAGE_POOLS)
     resize: int = 256  # Resize (shorter side) ...
     image_size: int = 224  # ... then CenterCrop, ImageNet normalisation (or the checkpoint's own)
     feature_norm: str = "l2"  # x / (||x||_2 + feature_norm_eps)
@@ -115,24 +120,40 @@ class PlacesLowShotProtocol(LowShotSVMProtocol):
 
 
 GOYAL19_COSTS = (0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0)
+GOYAL19_SETTINGS: dict[str, Any] = dict(
+    ks=(1, 2, 4, 8, 16, 32, 64, 96),  # VISSL k_values / FSSB create_voc_low_shot_samples default; 96 = VOC07 sheep
+    sampling="positives-and-negatives-per-class", difficult_train="ignore", difficult_test="ignore",
+    costs=GOYAL19_COSTS, class_weight_pos=2.0, class_weight_neg=1.0,
+    feature_layer="res5", resize=224, image_size=224,
+    feature="res5 (layer4) output average-pooled with AvgPool2d(6, stride 1) -> 2x2x2048 = 8192-d (VISSL), BN in eval mode",
+)
+# VISSL's LINEAR_EVAL_FEAT_POOL_OPS_MAP for ResNet-50 low-shot VOC07: (kernel, stride), padding 0, on 224x224 inputs:
+# res4 14x14 -> 3x3 (x1024 = 9216-d), res5 7x7 -> 2x2 (x2048 = 8192-d)
+STAGE_POOLS = {"res4": (8, 3), "res5": (6, 1)}
 
 VOC_PROTOCOLS: dict[str, VOCLowShotProtocol] = {
     "mopro": VOCLowShotProtocol(
         name="mopro", version="1",
         description="MoPro (ICLR'21) / PCL low-shot VOC07: k positives per class pooled into one training set, one SVM "
                     "per class (C=0.5, class weight +1:2), mAP on VOC07 test, 5 samples per k"),
+    # Goyal et al. 2019 (FSSB tools/svm/train_svm_low_shot.py) and VISSL (configs/config/benchmark/low_shot_transfer/
+    # voc07/eval_resnet_8gpu_transfer_voc07_low_shot_svm.yaml @ 434d7311: costs, k_values, sample_inds 1..5, res4/res5
+    # AvgPool2d; vissl/utils/svm_utils/svm_low_shot_trainer.py: LinearSVC(class_weight={1: 2, -1: 1},
+    # intercept_scaling=1.0, tol=1e-4, dual, max_iter 2000)); /work/shared/notes/protocols.md sections 1.3-1.4.
     "goyal19": VOCLowShotProtocol(
-        name="goyal19", version="1",
-        description="Goyal et al. 2019 (FAIR benchmark) low-shot VOC07: per class k positives + 19k negatives, "
-                    "difficult ignored; cost chosen by cross-validation inside each training sample",
-        sampling="positives-and-negatives-per-class", difficult_train="ignore", difficult_test="ignore",
-        costs=GOYAL19_COSTS, cost_selection="cv", class_weight_pos=1.0, class_weight_neg=1.0),
+        name="goyal19", version="2",
+        description="Goyal et al. 2019 / VISSL low-shot VOC07 settings (res5 maps average-pooled to 2x2x2048, class "
+                    "weight +1:2, k up to 96, per class k positives + 19k negatives, difficult ignored) with the cost "
+                    "chosen by cross-validation inside each training sample (honest; not the published selection)",
+        **GOYAL19_SETTINGS, cost_selection="cv"),
     "goyal19-published": VOCLowShotProtocol(
-        name="goyal19-published", version="1",
-        description="Goyal et al. 2019 low-shot VOC07 exactly as published: the cost with the best mean TEST mAP per k "
-                    "(optimistic; reported with selection 'test-set (as published)')",
-        sampling="positives-and-negatives-per-class", difficult_train="ignore", difficult_test="ignore",
-        costs=GOYAL19_COSTS, cost_selection="test", class_weight_pos=1.0, class_weight_neg=1.0),
+        name="goyal19-published", version="2",
+        description="Goyal et al. 2019 / VISSL low-shot VOC07 as published: res5 maps average-pooled to 2x2x2048, class "
+                    "weight +1:2, 11 costs, k 1..96, 5 samples, and the cost with the best mean TEST mAP per k "
+                    "(optimistic; selection 'test-set (as published)'). One deviation: images are Resize(224) + "
+                    "CenterCrop(224), not VISSL's Resize([224, 224]) squash (the shared extractor has no squash); "
+                    "Goyal report the better of res4/res5 per model: run --set feature_layer=res4 for the other",
+        **GOYAL19_SETTINGS, cost_selection="test"),
 }
 PLACES_PROTOCOLS: dict[str, PlacesLowShotProtocol] = {
     "mopro": PlacesLowShotProtocol(
@@ -147,10 +168,10 @@ def check_protocol(p: LowShotSVMProtocol) -> None:
     def bad(field: str, why: str) -> BenchError:
         return BenchError(f"protocol {p.name}: {field}={getattr(p, field)!r} {why}", f"--set {field}=... with a valid value")
 
-    if not p.ks or any(k < 1 for k in p.ks):
+    if not p.ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in p.ks):
         raise bad("ks", "must be positive integers")
-    if p.num_samples < 1:
-        raise bad("num_samples", "must be >= 1")
+    if isinstance(p.num_samples, bool) or not isinstance(p.num_samples, int) or p.num_samples < 1:
+        raise bad("num_samples", "must be an integer >= 1")
     if not p.costs or any(not (c > 0 and math.isfinite(c)) for c in p.costs):
         raise bad("costs", "must be positive numbers")
     if p.cost_selection not in SELECTIONS:
@@ -164,12 +185,25 @@ def check_protocol(p: LowShotSVMProtocol) -> None:
     if p.loss != "squared_hinge" or p.penalty != "l2" or not p.fit_intercept or p.multi_class != "one-vs-rest":
         raise BenchError(f"protocol {p.name}: only loss=squared_hinge, penalty=l2, fit_intercept=true, one-vs-rest "
                          "are implemented", "keep those fields at their defaults")
+    if p.feature_layer not in ("pool5", *STAGE_POOLS):
+        raise bad("feature_layer", f"must be one of pool5, {', '.join(STAGE_POOLS)}")
     if p.feature_norm not in ("l2", "none"):
         raise bad("feature_norm", "must be l2 or none")
     if p.image_size < 16 or p.resize < p.image_size:
         raise bad("image_size", "must be >= 16 and <= resize")
-    if p.intercept_scaling <= 0 or p.class_weight_pos <= 0 or p.class_weight_neg <= 0:
-        raise bad("intercept_scaling", "and the class weights must be positive")
+    for f in ("intercept_scaling", "class_weight_pos", "class_weight_neg", "tol"):
+        v = getattr(p, f)
+        if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+            raise bad(f, "must be a positive number")
+    if not (0 < p.torch_gtol < 1):  # nan fails too
+        raise bad("torch_gtol", "must be in (0, 1): the solver stops at ||grad|| <= torch_gtol * ||grad(0)||")
+    for f in ("torch_max_iter", "max_iter"):  # 0 iterations would return the zero solution, which is no result
+        if isinstance(getattr(p, f), bool) or not isinstance(getattr(p, f), int) or getattr(p, f) < 1:
+            raise bad(f, "must be an integer >= 1")
+    if isinstance(p.std_ddof, bool) or not isinstance(p.std_ddof, int) or p.std_ddof < 0:
+        raise bad("std_ddof", "must be an integer >= 0")
+    if not (p.feature_norm_eps >= 0 and math.isfinite(p.feature_norm_eps)):
+        raise bad("feature_norm_eps", "must be a number >= 0")
     if isinstance(p, VOCLowShotProtocol):
         if p.sampling not in SAMPLINGS:
             raise bad("sampling", f"must be one of {', '.join(SAMPLINGS)}")
@@ -192,9 +226,55 @@ class Group:
     classes: list[int]  # class of each column
 
 
+class PooledStage(nn.Module):
+    """A ResNet trunk up to ``res4`` (layer3) or ``res5`` (layer4) whose map is average-pooled as VISSL's low-shot
+    configs do (:data:`STAGE_POOLS`) and flattened (channel-major, like ``torch.flatten``). At 224x224 the kernel and
+    stride are VISSL's; a smaller map (tests on tiny images) scales both with the map size."""
+
+    def __init__(self, trunk: nn.Module, layer: str, image_size: int):
+        super().__init__()
+        missing = [a for a in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+                   if not hasattr(trunk, a)]
+        if missing:
+            raise BenchError(f"feature_layer={layer} needs a ResNet trunk (conv1 .. layer4); this backbone has no "
+                             f"{missing[0]}", "use --set feature_layer=pool5 for this checkpoint")
+        self.trunk, self.layer = trunk, layer
+        full = 14 if layer == "res4" else 7  # map size at 224x224
+        size = -(-image_size // (16 if layer == "res4" else 32))
+        k, s = STAGE_POOLS[layer]
+        if size < full:
+            k, s = max(1, round(k * size / full)), max(1, round(s * size / full))
+        self.kernel, self.stride = min(k, size), s
+        out = (size - self.kernel) // self.stride + 1
+        chans = getattr(trunk, "stage_channels", {}).get(layer)
+        if chans is None:
+            blk = (trunk.layer3 if layer == "res4" else trunk.layer4)[-1]
+            chans = getattr(blk, "conv3", getattr(blk, "conv2", None)).out_channels
+        self.feature_dim = int(chans) * out * out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.trunk
+        x = t.layer3(t.layer2(t.layer1(t.maxpool(t.relu(t.bn1(t.conv1(x)))))))
+        if self.layer == "res5":
+            x = t.layer4(x)
+        return torch.flatten(F.avg_pool2d(x, self.kernel, self.stride), 1)
+
+
 def _features(ck, paths, rel, ctx: RunContext, proto: LowShotSVMProtocol, dataset_id: str, desc: str) -> np.ndarray:
+    if proto.feature_layer != "pool5":
+        # the shared extractor runs `ck.backbone`: hand it a copy whose backbone returns the pooled stage, under a
+        # dataset id that names the layer and pooling, so its cache entries never mix with the 2048-d features
+        pooled = PooledStage(ck.backbone, proto.feature_layer, proto.image_size)
+        ck = copy.copy(ck)
+        ck.backbone = pooled
+        dataset_id = f"{dataset_id}#{proto.feature_layer}-avgpool{pooled.kernel}s{pooled.stride}"
     f = extract_features(ck, paths, ctx, dataset_id=dataset_id, rel_paths=rel, image_size=proto.image_size,
                          resize=proto.resize, desc=desc).astype(np.float64)
+    bad = ~np.isfinite(f).all(axis=1)
+    if bad.any():  # an SVM on NaN features gives chance-level numbers that look like a result
+        raise BenchError(f"{desc}: the backbone produced non-finite features (NaN/inf) for {int(bad.sum())} of {len(f)} "
+                         f"images (first: {rel[int(np.flatnonzero(bad)[0])]})",
+                         "check the checkpoint with `mopro-bench inspect` (non-finite weights, negative BN running_var)")
     if proto.feature_norm == "l2":
         f = f / (np.linalg.norm(f, axis=1, keepdims=True) + proto.feature_norm_eps)
     return f
@@ -230,12 +310,16 @@ def solve_groups(groups: list[Group], X: np.ndarray, proto: LowShotSVMProtocol, 
         coef[s:s + len(part)] = fit.coef.reshape(len(part), q, nc, d)
         intercept[s:s + len(part)] = fit.intercept.reshape(len(part), q, nc)
         summaries.append(fit.summary())
+    problems = sum(x["problems"] for x in summaries)
+    converged = sum(x["converged"] for x in summaries)
     info = {
         "solver": summaries[0]["method"],
-        "problems": sum(x["problems"] for x in summaries),
+        "problems": problems,
         "batches": len(summaries),
         "seconds": round(sum(x["seconds"] for x in summaries), 4),
-        "all_converged": all(x["all_converged"] for x in summaries),
+        "converged": converged,
+        "not_converged": problems - converged,
+        "all_converged": converged == problems,
     }
     grads = [x["max_rel_grad"] for x in summaries if x.get("max_rel_grad") is not None]
     if grads:
@@ -243,9 +327,16 @@ def solve_groups(groups: list[Group], X: np.ndarray, proto: LowShotSVMProtocol, 
         info["max_iterations"] = max(x["iterations"] for x in summaries)
     if solver == "sklearn":
         info["convergence_warnings"] = sum(x.get("convergence_warnings", 0) for x in summaries)
-    if not info["all_converged"] and solver != "sklearn":
-        warnings.warn(f"batched SVM: {info['problems']} problems, not all reached gtol {proto.torch_gtol} "
-                      f"(max rel grad {info.get('max_rel_grad')})", RuntimeWarning, stacklevel=2)
+    # a solver that did not get anywhere must not produce something that looks like a result
+    how = (f"gtol {proto.torch_gtol} within torch_max_iter={proto.torch_max_iter} Newton steps" if solver != "sklearn"
+           else f"tol {proto.tol} within max_iter={proto.max_iter} (ConvergenceWarning)")
+    if problems and converged == 0:
+        raise BenchError(f"the {solver} SVM solver converged on none of its {problems} problems ({how}; max rel grad "
+                         f"{info.get('max_rel_grad')})", "raise --set torch_max_iter=... / --set max_iter=... (or loosen "
+                         "the tolerance); the protocol defaults converge")
+    if converged < problems:
+        warnings.warn(f"{solver} SVM solver: {problems - converged} of {problems} problems did not converge ({how}); "
+                      "their last iterate is used and the count is recorded", RuntimeWarning, stacklevel=2)
     return coef, intercept, info
 
 
@@ -564,6 +655,9 @@ def _run_lowshot(task: Task, model, proto: LowShotSVMProtocol, ctx: RunContext, 
         S = len(runs)
         groups = [g for s, ids in enumerate(runs) for g in groups_for(k, s, ids)]
         coef, icpt, info = solve_groups(groups, Xtr, proto, ctx, solver)
+        if info["not_converged"]:
+            selection_notes.append(f"k={k}: {info['not_converged']} of {info['problems']} SVM problems did not converge "
+                                   "(last iterate used; details.solver.by_k)")
         # test scores per (sample, cost): [N_test, C]
         scores = np.zeros((S, nc, Xte.shape[0], C))
         for gi, g in enumerate(groups):
