@@ -200,14 +200,13 @@ def reliability_figure(tables: list[Table], *, columns: int = 3):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.4, color=color(label), label=_wrap(shown, 52))
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=[6 + 110 * p[2] / total for p in pts],
                        color=color(label), alpha=0.8, lw=0, zorder=3)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
+        ax.set_xlim(-0.02, 1.02)  # a little room: points at accuracy 0 or 1 stay whole
+        ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("mean confidence in bin")
         ax.set_ylabel("accuracy in bin")
         ax.set_title(_wrap(t.title), fontsize=9.5)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="upper left", frameon=True, framealpha=0.85)
+        ax.legend(fontsize=6.5, loc="best", frameon=True, framealpha=0.85)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     # constrained layout does not shrink a figure title: wrap it to the figure's width (about 13 characters per inch)

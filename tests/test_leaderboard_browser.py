@@ -158,6 +158,8 @@ def test_reliability_figure_is_one_panel_per_task_with_titles_inside():
         _table("imagenet_r@hendrycks", [_row(n, "ab"[i % 2] + str(i), [rec(a1)], 10.0 + i) for i, n in enumerate(names)]),
         _table("imagenet_a@hendrycks+0123abcd", [_row(n, "ab"[i % 2] + str(i), [rec(a1), rec(a2)], 30.0 + i)
                                                  for i, n in enumerate(names)]),
+        _table("imagenet_val_calibration@hendrycks", [_row(n, "ab"[i % 2] + str(i), [rec(a2)], 20.0 + i)
+                                                     for i, n in enumerate(names)]),
     ]
     tables[1].variant = True  # the long title: "... (protocol v1, constants 00000000)"
     # seeds pooled per bin: counts summed, confidence/accuracy weighted by count (a bin empty in one seed keeps the other)
@@ -170,7 +172,7 @@ def test_reliability_figure_is_one_panel_per_task_with_titles_inside():
     fig = reliability_figure(tables)
     fig.canvas.draw()
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(visible) == 2
+    assert len(visible) == 3
     colors = []
     for ax, t in zip(visible, tables):
         lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
@@ -178,13 +180,13 @@ def test_reliability_figure_is_one_panel_per_task_with_titles_inside():
         assert ax.get_title().replace("\n", " ") == t.title
         colors.append([ln.get_color() for ln in lines])
         assert [ln.get_label().split(":")[0].replace("\n", " ").split(" [")[0] for ln in lines] == names
-    assert colors[0] == colors[1] and len(set(map(str, colors[0]))) == 3
+    assert colors[0] == colors[1] == colors[2] and len(set(map(str, colors[0]))) == 3
     # pooled curve of the second panel, first checkpoint: the non-empty bins in order
     xs = visible[1].get_lines()[1].get_xdata()
     assert list(xs) == pytest.approx([c for c in pooled["confidence"] if c is not None])
 
     _all_text_inside(fig)
-    one = reliability_figure(tables[1:])  # one panel: the narrowest figure, where a long title would stick out
+    one = reliability_figure(tables[1:2])  # one panel: the narrowest figure, where a long title would stick out
     one.canvas.draw()
     _all_text_inside(one)
 
