@@ -247,16 +247,21 @@ def _newton_points(K: torch.Tensor, Y: torch.Tensor, E: torch.Tensor, act: torch
             bases[key] = (L, torch.cholesky_inverse(L))
             stats["base_factorizations"] += 1
         H = bases[key][1]
+        probs = sorted(probs, key=lambda p: nl[p[0]][p[1]])  # similar ranks share a batch: little padding
         cols = torch.tensor([j for _, j in probs], device=Y.device)
         a = act[g][:, cols].T  # [P, n]
         Eg = E[g][:, cols].T
         low = ~(a & (Eg == d))  # the rows R
         f = torch.where(a & low, 1.0 / (Eg - d), torch.zeros_like(Eg))
         y = Y[g][:, cols].T * a
-        r_max = int(low.sum(1).max())
-        per = max(1, int(chunk_bytes // max(1, 8 * (3 * r_max * r_max + 8 * n))))
-        for s in range(0, len(probs), per):
-            sl = slice(s, s + per)
+        ranks = [nl[p[0]][p[1]] for p in probs]
+        s = 0
+        while s < len(probs):
+            e = min(len(probs), s + 32)
+            r_max = max(ranks[s:e])
+            e = min(e, s + max(1, int(chunk_bytes // max(1, 8 * (3 * r_max * r_max + 8 * n)))))
+            sl = slice(s, e)
+            s = e
             aa, ll, ff, yy = a[sl], low[sl], f[sl], y[sl]
             P = aa.shape[0]
             order = torch.argsort((~ll).to(torch.int8), dim=1, stable=True)[:, :r_max]
@@ -277,9 +282,11 @@ def _newton_points(K: torch.Tensor, Y: torch.Tensor, E: torch.Tensor, act: torch
                 return (hr - zf @ H) * aa
 
             bb = apply(yy)
-            # one step of iterative refinement against the exact system
+            # one step of iterative refinement against the exact system, where the residual is not negligible
             res = (yy - (bb @ K[g] + torch.where(aa, Eg[sl], torch.zeros_like(bb)) * bb)) * aa
-            bb = bb + apply(res)
+            if float(res.abs().max()) > 1e-12 * max(1.0, float(yy.abs().max())):
+                bb = bb + apply(res)
+                stats["refinements"] = stats.get("refinements", 0) + 1
             beta[g, :n, cols[sl]] = bb.T
             stats["max_low_rank"] = max(stats["max_low_rank"], r_max)
         stats["woodbury_solves"] += len(probs)
