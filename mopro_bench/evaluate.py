@@ -341,6 +341,7 @@ def evaluate(
         final_prefix = path.with_suffix("")
         if ctx.artifact_prefix is not None and str(ctx.artifact_prefix) != str(final_prefix):
             record["artifacts"] = _move_artifacts(record["artifacts"], ctx.artifact_prefix, final_prefix)
-            record["details"] = _retarget(record["details"], str(ctx.artifact_prefix), str(final_prefix))
+            for part in ("details", "data"):  # where a task noted an artifact's path (never part of the identity)
+                record[part] = _retarget(record[part], str(ctx.artifact_prefix), str(final_prefix))
         _write_outputs(record, path, out)
     return EvalOutcome(record, path)
