@@ -111,6 +111,8 @@ def naive_step(model: MoPro, optimizer: torch.optim.Optimizer, x_q: torch.Tensor
         cr = clean_labels(cls_out.detach(), logits_proto.detach(), target, alpha=m.alpha, threshold=m.pseudo_th,
                           num_class=cfg.model.num_class)
         tgt, keep, relab, conf = cr.target, cr.kept, cr.relabelled, cr.confident
+        if m.mask_unseen_protos:  # the loss's mask spares the cleaned label (as mopro_step)
+            logits_proto = proto_logits(q, protos, m.temperature, tgt)
     else:
         tgt, keep = target, torch.ones_like(target, dtype=torch.bool)
         relab = conf = torch.zeros_like(keep)
