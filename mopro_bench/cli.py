@@ -73,6 +73,9 @@ def finalize_globals(args: argparse.Namespace) -> argparse.Namespace:
         args.workers = min(8, os.cpu_count() or 1)
     if args.workers < 0:
         raise BenchError(f"--workers {args.workers} is negative", "use --workers 0 (load in the main process) or more")
+    if args.cache_dir is not None and not str(args.cache_dir).strip():
+        raise BenchError("--cache-dir is empty (it would put the cache in the current folder)",
+                         "pass a folder, or leave the option out for $MOPRO_BENCH_CACHE or ~/.cache/mopro-bench")
     if args.cache_dir is None:
         args.cache_dir = os.environ.get("MOPRO_BENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mopro-bench")
     return args

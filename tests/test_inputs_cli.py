@@ -20,6 +20,7 @@ ONE_LINE_EVAL = ("eval", "--ckpt", "random:resnet18", "--task", "voc_lowshot", "
     ("--device", "cuda:-1", "--device 'cuda:-1' is not a device"),
     ("--device", "cuda:abc", "--device 'cuda:abc' is not a device"),
     ("--device", "", "--device '' is not a device"),
+    ("--cache-dir", "", "--cache-dir is empty"),
 ])
 def test_bad_global_flags_are_one_line_exit_2_before_any_work(cli, tmp_path, flag, value, expect):
     # before and after the sub-command; no data exists at --data, so nothing else can have been looked at
