@@ -29,7 +29,7 @@ setup-browser:
 	if [ -n "$$found" ]; then echo "browser: $$found is installed"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "browser: installing chromium with apt-get (for the HTML leaderboard test)"; \
-	  if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; \
+	  if (timeout 900 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium) >/dev/null 2>&1; \
 	  then echo "browser: chromium installed"; \
 	  else echo "browser: apt-get could not install chromium; tests/test_leaderboard_browser.py will be skipped"; fi; \
 	else echo "browser: no chromium and no root apt-get: tests/test_leaderboard_browser.py will be skipped" \
