@@ -123,6 +123,8 @@ def pretrain(out: Path, webvision: Path, epochs: int, device: str, workers: int,
                        progress=progress)
     if res.checkpoint is None:
         raise RuntimeError("pretraining finished without a checkpoint")
+    for w in res.warnings:
+        _say(f"warning: {w}")
     return Path(res.checkpoint)
 
 
@@ -162,6 +164,8 @@ def run_demo(out: str | Path = "demo_out", *, scale: str = "tiny", epochs: int =
     t0 = time.time()
     summary = noise_clean(roots["webvision"], ckpt, out / "pseudo_label.json", device=torch.device(device),
                           workers=workers, truth=truth_path(roots["webvision"]), progress=progress)
+    if summary.warning:
+        _say(f"warning: {summary.warning}")
     truth = getattr(summary, "truth", None) or {}
     if truth:
         by = truth["by_kind"]
