@@ -9,11 +9,13 @@ from mopro_bench.errors import BenchError
 
 HELP = "train MoPro on WebVision-format data (CPU, one GPU, torchrun)"
 DESCRIPTION = """Train MoPro (Li, Xiong & Hoi, ICLR 2021) on a WebVision-layout dataset. Defaults are the paper's
-(ResNet-50, batch 256, lr 0.1, 90 epochs, queue 8192, ...); change any setting with --set section.field=value
-(`--print-config` shows them all). Runs on CPU, one GPU, or many GPUs/nodes under
+(ResNet-50, batch 256, lr 0.1, 90 epochs, queue 8192, ...) and, where it is silent, the authors' code's (fp32,
+strong view grayscale -> colour jitter -> flip, 64-channel stem on wide ResNets); change any setting with
+--set section.field=value (`--print-config` shows them all). Runs on CPU, one GPU, or many GPUs/nodes under
 `torchrun --nproc-per-node N -m mopro_bench pretrain ...` (data.batch_size is the global batch). Checkpoints go to
---out every epoch (and every ckpt.every_steps steps); --resume auto continues the newest one; SIGTERM/SIGUSR1 save
-and exit cleanly."""
+--out every epoch (and every ckpt.every_steps steps); --resume auto continues the newest one (same train list
+only); SIGTERM/SIGUSR1 save and exit cleanly. A non-finite loss stops the run with exit 2 and keeps the last good
+checkpoint; a collapse of noise cleaning is reported as a warning."""
 
 
 def add_parser(sub, parents):
