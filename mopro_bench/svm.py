@@ -12,15 +12,25 @@ Problems are grouped so they share a design matrix: ``X [G, n, d]`` (one trainin
 ``Y [G, n, m]`` in {+1, -1} and a membership mask ``[G, n, m]`` for ``m`` problems per group (classes x costs; for a
 per-class training set ``G`` = samples x classes and ``m`` = costs). Two exact methods, chosen by cost:
 
-* ``kernel`` (small ``n``): generalised Newton in the span of the training points (Keerthi & DeCoste 2005). With the
-  active set ``A`` (``y w.x < 1``) fixed, the objective is quadratic and its minimiser ``w = X_A^T b`` solves
-  ``(K_AA + diag(1 / (2 C_A))) b = y_A`` -- one batched Cholesky per iteration; then an exact line search. It
-  terminates in a finite number of steps and is robust for any C (1000 included).
-* ``primal`` (large ``n``): truncated Newton (as liblinear's primal solver) with a Jacobi-preconditioned CG whose
+* ``kernel`` (``n`` up to ~1000, or a large cost): generalised Newton in the span of the training points (Keerthi &
+  DeCoste 2005) on the Gram matrix ``K = X X^T + s^2`` (shared by the ``m`` problems of a group). With the active set
+  ``A`` (``y w.x < 1``) fixed, the objective is quadratic and its minimiser ``w = X_A^T b`` solves
+  ``(K_AA + diag(1 / (2 C_A))) b = y_A``; then an exact line search. It terminates in a finite number of steps and
+  is robust for any C (1000 included). Each such system is solved exactly in one of two ways, per problem, by cost:
+  (1) a Cholesky factorisation of the compacted ``|A| x |A|`` system; (2) when it differs from the group's base
+  ``K + delta I`` (``delta`` = the most frequent ``1/(2 C_i)``, e.g. the negatives') in only ``r`` rows (other
+  class weight, inactive, absent), the base's inverse -- factorised once per (group, delta) and shared by all the
+  group's problems and Newton steps -- with a rank-``r`` Woodbury correction (``r x r`` Cholesky, LU if indefinite)
+  and, where the residual is not negligible, one step of iterative refinement. A one-vs-rest group with one cost
+  therefore needs one ``n x n`` factorisation for all its problems' first steps.
+* ``primal`` (larger ``n``): truncated Newton (as liblinear's primal solver) with a Jacobi-preconditioned CG whose
   Hessian-vector products are matrix-matrix products shared by the ``m`` problems of a group, plus the same exact
   line search.
 
-Both stop when ``||grad f_b|| <= gtol * ||grad f_b(0)||`` for every problem (float64 by default, CPU or CUDA).
+Both stop when ``||grad f_b|| <= gtol * ||grad f_b(0)||`` for every problem (float64 by default, CPU or CUDA); the
+kernel method watches the gradient through ``K`` and confirms it in feature space before it stops. ``max_iter``
+Newton steps at most: a problem that did not reach ``gtol`` (``max_iter=0`` included: the zero solution) is reported
+with ``converged = False`` and its true relative gradient -- never as converged.
 :func:`sklearn_fit` fits the same problems one at a time with sklearn's ``LinearSVC`` (the reference).
 """
 
@@ -152,7 +162,7 @@ def _kernel_newton(X: torch.Tensor, s: float, Y: torch.Tensor, Cst: torch.Tensor
         return (U * (K @ U)).sum(1).clamp_min(0.0).sqrt()
 
     g0 = knorm(2.0 * Cst * Y)  # ||grad f(0)||
-    bases: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}  # (group, delta) -> (L, H)
+    bases: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}  # (group, delta) -> (H, H padded)
     stats = {"cholesky_solves": 0, "woodbury_solves": 0, "base_factorizations": 0, "max_active": 0, "max_low_rank": 0}
     rel = torch.full_like(g0, math.inf)
     it = 0
@@ -244,9 +254,11 @@ def _newton_points(K: torch.Tensor, Y: torch.Tensor, E: torch.Tensor, act: torch
         if key not in bases:
             eye = torch.eye(n, dtype=K.dtype, device=K.device) if eye is None else eye
             L = torch.linalg.cholesky(K[g] + d * eye)
-            bases[key] = (L, torch.cholesky_inverse(L))
+            Hp = torch.zeros(n + 1, n + 1, dtype=K.dtype, device=K.device)  # H with a zero row/column n for padding
+            Hp[:n, :n] = torch.cholesky_inverse(L)
+            bases[key] = (Hp[:n, :n].contiguous(), Hp)
             stats["base_factorizations"] += 1
-        H = bases[key][1]
+        H, Hp = bases[key]
         probs = sorted(probs, key=lambda p: nl[p[0]][p[1]])  # similar ranks share a batch: little padding
         cols = torch.tensor([j for _, j in probs], device=Y.device)
         a = act[g][:, cols].T  # [P, n]
@@ -269,7 +281,7 @@ def _newton_points(K: torch.Tensor, Y: torch.Tensor, E: torch.Tensor, act: torch
             ridx = torch.where(valid, order, torch.zeros_like(order))
             sink = torch.where(valid, order, torch.full_like(order, n))
             vv = valid.to(K.dtype)
-            cap = torch.take(H, ridx.unsqueeze(2) * n + ridx.unsqueeze(1)) * (vv.unsqueeze(2) * vv.unsqueeze(1))  # H_RR
+            cap = torch.take(Hp, sink.unsqueeze(2) * (n + 1) + sink.unsqueeze(1))  # H_RR, zero on the padding
             cap.diagonal(dim1=1, dim2=2).add_(torch.where(valid, torch.gather(ff, 1, ridx), torch.ones_like(vv)))
             Lc, info = torch.linalg.cholesky_ex(cap)  # SPD unless a row has a smaller diagonal than the base
             lu = torch.linalg.lu_factor(cap) if bool((info > 0).any()) else None
@@ -404,7 +416,8 @@ def fit(X: Array, Y: Array, mask: Array, C: Array, *, class_weight: tuple[float,
         W, Z, rel, iters, info = _primal_newton_cg(Xa, Yt, Cst, gtol, max_iter, max_cg)
     else:
         raise ValueError(f"unknown method {method!r}")
-    # objective at the solution
+    # objective at the solution, from the decision values recomputed in feature space (not the solver's running ones)
+    Z = Xt @ W[:, :d] + float(intercept_scaling) * W[:, d:]
     S = (1.0 - Yt * Z).clamp_min(0.0) * (Cst > 0)
     obj = 0.5 * (W * W).sum(1) + (Cst * S * S).sum(1)
     W = W.transpose(1, 2).double().cpu().numpy()  # [G, m, D]
