@@ -212,7 +212,12 @@ class CocoMaskRCNN(Task):
                              "pass --resume to continue it, or another --work-dir (or delete it) to start over")
         prev: dict[str, Any] = {}
         if has_ckpt:
-            prev = json.loads(run_file.read_text()) if run_file.is_file() else {}
+            try:
+                prev = json.loads(run_file.read_text()) if run_file.is_file() else {}
+            except (OSError, ValueError) as e:
+                raise BenchError(f"work dir {work}: {run_file.name} cannot be read ({type(e).__name__})",
+                                 runner.RESUME_FIX) from None
+            prev = prev if isinstance(prev, dict) else {}
             if prev.get("run_key") != run_key:
                 raise BenchError(f"work dir {work} holds a run of another checkpoint, protocol, seed or data set",
                                  "resume with exactly the same arguments, or use another --work-dir")
@@ -302,8 +307,8 @@ def ck_identity(ck) -> dict[str, Any]:
 
 def _last_checkpoint(work: Path) -> str:
     try:
-        return "last checkpoint " + (work / "last_checkpoint").read_text().strip()
-    except OSError:
+        return "last checkpoint " + (work / "last_checkpoint").read_text().strip()[:200]
+    except (OSError, ValueError):  # (UnicodeDecodeError is a ValueError)
         return "a checkpoint"
 
 

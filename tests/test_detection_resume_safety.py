@@ -119,3 +119,17 @@ def test_a_checkpoint_the_trainer_wrote_resumes_and_a_changed_one_does_not(tmp_p
     os.unlink(work / SAVED_FILE)
     with pytest.raises(BenchError, match="did not write"):
         resume_checkpoint(work)
+
+
+def test_resume_with_a_corrupt_run_file_is_one_line(synth_root, tmp_path, cli):
+    pytest.importorskip("detectron2")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "last_checkpoint").write_bytes(b"model_\xff.pth")
+    (work / "mopro_bench_run.json").write_text("{not json")
+    argv = ["eval", "--ckpt", "random:resnet18", "--task", "coco_maskrcnn", "--data", synth_root("coco"), "--device", "cpu",
+            "--workers", "0", "--results-dir", tmp_path / "r", "--work-dir", work, "--no-progress"]
+    code, _, err = cli(*argv)  # without --resume: refused, naming what is there (was: UnicodeDecodeError traceback)
+    assert code == 2 and err.count("\n") == 1 and "already holds a run (a checkpoint)" in err, err
+    code, _, err = cli(*argv, "--resume")  # was: JSONDecodeError traceback
+    assert code == 2 and err.count("\n") == 1 and "mopro_bench_run.json cannot be read (JSONDecodeError)" in err, err
