@@ -7,15 +7,23 @@ Protocols (every constant is a field of the protocol dataclass and lands in the 
   concatenation (an image can appear twice; difficult = negative). One binary SVM per class (squared hinge, L2,
   C = 0.5, class weight {+1: 2, -1: 1}, regularised bias with intercept_scaling 1). AP on the whole VOC07 test set
   (difficult = negative), all-point interpolated; mean over classes, then mean +- std over the samples.
-* ``voc_lowshot@goyal19``: per class k positives and 19k negatives (difficult ignored at train and test), cost from
-  {0.01, ..., 1000} chosen by stratified cross-validation inside each training sample (honest default).
-* ``voc_lowshot@goyal19-published``: the same, but the cost with the best mean *test* mAP per k, as the original
-  benchmark reported it -- labelled ``test-set (as published)`` in the result.
+* ``voc_lowshot@goyal19`` (v2): Goyal et al. 2019 / VISSL settings -- res5 maps average-pooled as VISSL does
+  (AvgPool2d(6, 1) -> 2x2x2048 = 8192-d; ``--set feature_layer=res4``: AvgPool2d(8, 3) -> 3x3x1024 = 9216-d),
+  Resize(224) + CenterCrop(224), per class k positives and 19k negatives (difficult ignored at train and test),
+  class weight {+1: 2, -1: 1}, k in {1, 2, 4, 8, 16, 32, 64, 96}; the cost from {0.01, ..., 1000} chosen by
+  stratified cross-validation inside each training sample (honest default). A dataset with too few images for a k
+  (the generated tiny VOC for k >= 8) is refused up front (exit 2, naming k and the largest k it supports).
+* ``voc_lowshot@goyal19-published`` (v2): the same, but the cost with the best mean *test* mAP per k, as the
+  original benchmark reported it -- labelled ``test-set (as published)`` in the result. One known deviation: VISSL
+  squashes images with Resize([224, 224]); the shared extractor crops instead.
 * ``places_lowshot@mopro`` (default): k images per class of the 205, one-vs-rest SVMs (C = 0.5, no class weights),
   top-1 accuracy on the whole val set.
 
 All classes x samples x costs of one k are solved as one batched problem (:mod:`mopro_bench.svm`, exact liblinear
-primal, CPU or GPU); ``--solver sklearn`` runs sklearn's LinearSVC as the reference. Features come from the on-disk
+primal, CPU or GPU); ``--solver sklearn`` runs sklearn's LinearSVC as the reference. Solver constants are checked
+(``torch_max_iter``/``max_iter`` >= 1, tolerances > 0, costs > 0, ...: exit 2). Convergence is counted per problem
+(``details.solver.by_k[k].converged / not_converged``): if none converged the run stops (exit 2); if some did not,
+their last iterate is used, a warning is printed and a note lands in ``details.selection_notes``. Features come from the on-disk
 cache (:mod:`mopro_bench.features`), so a second evaluation of the same checkpoint extracts nothing.
 """
 
@@ -465,7 +473,7 @@ class VOCLowShot(Task):
     data_kind = "voc07"
     protocols = VOC_PROTOCOLS
     default_protocol = "mopro"
-    metrics = ("mAP_k1", "mAP_k2", "mAP_k4", "mAP_k8", "mAP_k16")
+    metrics = ("mAP_k1", "mAP_k2", "mAP_k4", "mAP_k8", "mAP_k16", "mAP_k32", "mAP_k64", "mAP_k96")  # k > 16: goyal19
     higher_is_better = {}
     options = ("splits", "save_splits", "solver")
 
