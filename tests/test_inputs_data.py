@@ -292,3 +292,17 @@ def test_data_synth_into_an_unusable_place_is_one_line_before_generating(tmp_pat
     assert code == 2 and err == (f"error: output folder {tmp_path / 'afile'} cannot be created: {tmp_path / 'afile'} is a "
                                  "file, not a directory -- fix: pass another directory\n")
     assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_voc_image_in_both_splits_is_refused(synth_root, tmp_path):
+    from mopro_bench.data.voc import VOC07
+
+    root = _copy(synth_root, "voc07", tmp_path)
+    test_ids = (root / MAIN / "test.txt").read_text().split()
+    tv = root / MAIN / "trainval.txt"
+    tv.write_text(tv.read_text() + f"{test_ids[0]}\n")  # was: trained on and scored, silently
+    r = check("voc07", root)
+    assert any(f"1 image id(s) are in both trainval.txt and test.txt (first: {test_ids[0]})" in e for e in r.errors), r.errors
+    for split in ("trainval", "test"):
+        with pytest.raises(BenchError, match="are in both trainval.txt and test.txt"):
+            VOC07(root).ids(split)

@@ -154,6 +154,7 @@ def _check_voc07(report: CheckReport, root: Path, deep: bool) -> None:
 
     main = voc / "ImageSets" / "Main"
     tar = TARS
+    split_ids: dict[str, set[str]] = {}
     for split in ("trainval", "test"):
         f = main / f"{split}.txt"
         fix = f"extract {tar[split]} into {root}"
@@ -165,7 +166,11 @@ def _check_voc07(report: CheckReport, root: Path, deep: bool) -> None:
             continue
         ids, bad_ids = parse_ids(text)
         _list_problems(report, f, bad_ids, f"restore {f.name} from {tar[split]}")
-        id_set = set(ids)
+        id_set = split_ids[split] = set(ids)
+        both = id_set & split_ids.get("trainval", set()) if split == "test" else set()
+        if both:
+            report.error(f"VOC07: {len(both)} image id(s) are in both trainval.txt and test.txt (first: {min(both)})",
+                         "restore ImageSets/Main from the VOC2007 tars")
         report.size(split, len(ids), OFFICIAL_SIZES[split])
         if not ids:
             report.error(f"VOC07 split file {f} lists no images", fix)

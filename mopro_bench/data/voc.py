@@ -123,6 +123,12 @@ class VOC07:
             raise BenchError(f"{f}:{ln}: {reason}: {line!r}{more}", "restore ImageSets/Main from the VOC2007 tar")
         if not ids:
             raise BenchError(f"VOC07 split file {f} lists no images", f"extract {TARS[split]} into {self.root}")
+        other = self.split_file("test" if split == "trainval" else "trainval")
+        if other.is_file():  # an image in both splits would be trained on and scored
+            both = set(ids) & set(parse_ids(read_text_file(other, "VOC07 split file"))[0])
+            if both:
+                raise BenchError(f"VOC07: {len(both)} image id(s) are in both trainval.txt and test.txt "
+                                 f"(first: {min(both)})", "restore ImageSets/Main from the VOC2007 tars")
         return tuple(ids)
 
     def labels(self, split: str) -> np.ndarray:
