@@ -115,9 +115,10 @@ RESULT_SCHEMA: dict[str, Any] = {
                     },
                 },
                 "lists": {"type": "object", "additionalProperties": {"type": "string"}},
+                # dataset_id -> mopro_bench.fingerprint.fingerprint_files(...): {sha256, n, bytes, method}
                 "fingerprints": {
                     "type": "object",
-                    "additionalProperties": {"type": "object", "required": ["sha256", "n"],
+                    "additionalProperties": {"type": "object",
                                              "properties": {"sha256": {"type": "string"}, "n": {"type": "integer"}}},
                 },
                 "synthetic": {"type": "boolean"},
