@@ -273,7 +273,11 @@ def test_repository_published_csv():
     places = [got["MoPro V1", "places_lowshot@mopro", f"top1_k{k}"] for k in KS]
     assert voc == [59.5, 71.3, 76.5, 81.4, 83.7] and places == [16.9, 23.2, 29.2, 34.5, 38.7]
     assert [got["PCL v2", "voc_lowshot@mopro", f"mAP_k{k}"] for k in KS] == [47.9, 59.6, 66.2, 74.5, 78.3]
-    assert got["MoPro V1", "imagenet_1pct@mopro", "top1"] == 71.2 and got["MoPro V1", "imagenet_10pct@mopro", "top1"] == 74.8
+    assert got["MoPro V1", "imagenet_1pct@mopro-as-released", "top1"] == 71.2
+    assert got["MoPro V1", "imagenet_10pct@mopro-as-released", "top1"] == 74.8
+    status = {(r.model, r.protocol_id, r.metric): r.status for r in rows}
+    assert status["MoPro V1", "voc_lowshot@mopro", "mAP_k1"] == "verified"
+    assert status["MoPro V1", "imagenet_r@hendrycks", "top1"] == "unverified"  # secondary summaries only
     rob = {(m, pid.split("@")[0], metric): v for (m, pid, metric), v in got.items() if pid.endswith("@hendrycks")}
     assert (rob["MoPro V1", "imagenet_r", "top1"], rob["MoPro V1", "imagenet_r", "calib_rms"]) == (54.87, 5.73)
     assert (rob["MoPro V1", "imagenet_a", "top1"], rob["MoPro V1", "imagenet_a", "calib_rms"]) == (11.93, 35.85)
