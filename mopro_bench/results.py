@@ -233,8 +233,11 @@ def identity(record: dict[str, Any], *, with_seed: bool) -> dict[str, Any]:
         "data": {
             "kind": data.get("kind"),
             "lists": data.get("lists") or {},
-            # content of whole splits read (a list as long as a split): the same for every seed
-            "fingerprints": {k: v.get("sha256") for k, v in fps.items() if isinstance(v, dict) and v.get("n") in found},
+            # content of whole splits read (a list as long as a split): the same for every seed. Where no split could
+            # be counted (a task without known splits) every list read counts: seeds may then split into rows, but
+            # two contents are never pooled
+            "fingerprints": {k: v.get("sha256") for k, v in fps.items()
+                             if isinstance(v, dict) and (not found or v.get("n") in found)},
         },
     }
     if with_seed:

@@ -102,6 +102,10 @@ def test_identity_ignores_locations(tmp_path):
     d = make_record(metrics={"mAP_k1": 15.8}, details={"per_run": {"mAP_k1": RUNS}}, data={**VOC_DATA, "fingerprints": {
         "voc07/test": {"sha256": "ee" * 32, "n": 120}}, "counts": {"test": {"found": 120, "official": 4952}}})
     assert d["experiment"]["key"] != a["experiment"]["key"]  # the content of a whole split read is identity
+    # a task whose splits cannot be counted: every list read is identity (never two contents pooled as seeds)
+    e1, e2 = (make_record(data={"kind": "x", "complete": False, "fingerprints": {"x/all": {"sha256": h, "n": 5}}})
+              for h in ("e1", "e2"))
+    assert e1["experiment"]["key"] != e2["experiment"]["key"]
 
 
 def test_folders_and_broken_links_named_json_are_skipped(tmp_path, cli):
