@@ -227,7 +227,9 @@ def identity(record: dict[str, Any], *, with_seed: bool) -> dict[str, Any]:
     ident: dict[str, Any] = {
         "task": record.get("task"),
         "protocol": {"id": proto.get("id"), "version": str(proto.get("version", "")), "params": proto.get("params", {})},
-        "checkpoint": {"sha256": ck.get("sha256"), "select": ck.get("select")},
+        # a checkpoint without a file (``random:ARCH``, seeded) is identified by its spec
+        "checkpoint": {"sha256": ck.get("sha256"), "select": ck.get("select"),
+                       **({} if ck.get("sha256") else {"spec": ck.get("path"), "arch": ck.get("arch")})},
         "options": exp.get("options") or {},
         "files": {k: (v or {}).get("sha256") for k, v in (exp.get("files") or {}).items()},
         "data": {
