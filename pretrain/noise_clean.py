@@ -96,19 +96,37 @@ def predict(model: MoPro, paths: list[Path], labels: list[int], cfg: PretrainCon
     return torch.cat(cls_all), torch.cat(proto_all)
 
 
-# noise-clean warns when it would remove more than this fraction of the images (the observed collapse removed 68%)
+# noise-clean warns when it would remove or relabel more than this fraction of the images (the observed collapse
+# removed 68% of the in-distribution images), or when one class would get more than this fraction of the kept labels
+# and at least twice its share of the given labels
 REMOVAL_WARN_FRACTION = 0.5
+RELABEL_WARN_FRACTION = 0.5
+CLASS_WARN_FRACTION = 0.5
+COLLAPSE_FIXES = ("Check the pretraining run's log.json for a collapse warning; pretrain again with a longer warm-up "
+                  "(mopro.start_clean_epoch about half the run), larger crops on low-resolution images (e.g. "
+                  "aug.crop_scale=[0.6,1.0]) and a model.num_class matching the data's classes")
 
 
-def removal_warning(s: CleanSummary) -> str | None:
-    """A warning when cleaning removes most of the data: on real noisy data that is a collapse, not cleaning."""
-    if s.total == 0 or s.removed / s.total <= REMOVAL_WARN_FRACTION:
+def removal_warning(s: CleanSummary, given: list[int] | None = None, new_kept: list[int] | None = None) -> str | None:
+    """A warning when the cleaned list looks like a collapse rather than cleaning: most images removed, most
+    relabelled, or most kept labels in one class that had far fewer of the given labels (``given``: all given labels,
+    ``new_kept``: the cleaned labels of the kept images)."""
+    if s.total == 0:
         return None
-    return (f"noise-clean removes {s.removed_pct:.0f}% of the training images (keeps {s.kept} of {s.total}): most of the "
-            "data is called out-of-distribution, which usually means noise cleaning collapsed during pretraining rather "
-            "than that most images are noise. Check the run's log.json for a collapse warning; retrain with a longer "
-            "warm-up (mopro.start_clean_epoch about half the run), larger crops on low-resolution images (e.g. "
-            "aug.crop_scale=[0.6,1.0]) and a model.num_class matching the data's classes")
+    signs = []
+    if s.removed / s.total > REMOVAL_WARN_FRACTION:
+        signs.append(f"removes {s.removed_pct:.0f}% of the training images (keeps {s.kept} of {s.total})")
+    if s.relabelled / s.total > RELABEL_WARN_FRACTION:
+        signs.append(f"relabels {s.relabelled_pct:.0f}% of the training images")
+    if given and new_kept:
+        top, n_top = max(((c, new_kept.count(c)) for c in set(new_kept)), key=lambda t: t[1])
+        share, before = n_top / len(new_kept), given.count(top) / len(given)
+        if share > CLASS_WARN_FRACTION and share >= 2 * before:
+            signs.append(f"gives {100 * share:.0f}% of the kept images label {top} (given labels: {100 * before:.0f}%)")
+    if not signs:
+        return None
+    return ("noise-clean " + " and ".join(signs) + ": that usually means noise cleaning collapsed during pretraining, "
+            "not that the data is this noisy. " + COLLAPSE_FIXES)
 
 
 def _read_truth(truth_file: str | Path) -> dict[str, Any]:
@@ -171,7 +189,7 @@ def noise_clean(data_root: str | Path, ckpt: str | Path, out: str | Path | None,
     new = cr.target.tolist()
     n_relab = int((cr.relabelled & cr.kept).sum())
     summary = CleanSummary(total=len(rels), kept=sum(kept), relabelled=n_relab, removed=len(rels) - sum(kept), out=None)
-    summary.warning = removal_warning(summary)
+    summary.warning = removal_warning(summary, given, [y for y, k in zip(new, kept) if k])
     if out:
         obj = {
             "images": [r for r, k in zip(rels, kept) if k],

@@ -223,10 +223,12 @@ def train_list_sha256(samples: list[tuple[str, int]]) -> str:
 
 
 # Noise-cleaning collapse: a cleaning epoch that marks at least this fraction of its samples out-of-distribution, or
-# whose validation top-1 falls by more than this fraction (and by >= COLLAPSE_VAL_POINTS) from the last warm-up
-# epoch's. Observed on low-resolution data with 40% flips + 10% OOD and default crops: ~60% OOD per batch from the
-# first cleaning epoch, val top-1 38% -> 20% (README, "Short runs and small images").
+# relabels at least COLLAPSE_RELABEL_FRACTION of them, or whose validation top-1 falls by more than COLLAPSE_VAL_DROP
+# (and by >= COLLAPSE_VAL_POINTS) from the last warm-up epoch's. Observed on low-resolution data with 40% flips + 10%
+# OOD and default crops: ~60% OOD per batch from the first cleaning epoch, val top-1 38% -> 20% (README, "Short runs
+# and small data sets"); on generated data the same recipe then relabelled 60-78% of every epoch, mostly to one class.
 COLLAPSE_OOD_FRACTION = 0.5
+COLLAPSE_RELABEL_FRACTION = 0.5
 COLLAPSE_VAL_DROP = 0.25
 COLLAPSE_VAL_POINTS = 5.0
 VAL_KEY = "webvision_val/top1"
@@ -242,13 +244,15 @@ def collapse_advice(cfg: PretrainConfig) -> str:
 
 
 def detect_collapse(history: list[dict[str, Any]], *, ood_fraction: float = COLLAPSE_OOD_FRACTION,
-                    val_drop: float = COLLAPSE_VAL_DROP, val_points: float = COLLAPSE_VAL_POINTS) -> str | None:
+                    relabel_fraction: float = COLLAPSE_RELABEL_FRACTION, val_drop: float = COLLAPSE_VAL_DROP,
+                    val_points: float = COLLAPSE_VAL_POINTS) -> str | None:
     """What looks like a noise-cleaning collapse in the newest epoch record of ``history`` (None: nothing).
 
-    Each record needs ``epoch``, ``cleaning`` (bool), ``samples``, ``ood`` and optionally :data:`VAL_KEY`.
-    Two signs, either is enough: the epoch (a cleaning one) marked >= ``ood_fraction`` of its samples OOD; or its
-    validation top-1 is below ``(1 - val_drop)`` x that of the last warm-up epoch with a validation, and at least
-    ``val_points`` lower."""
+    Each record needs ``epoch``, ``cleaning`` (bool), ``samples``, ``ood``, optionally ``relabelled`` and
+    :data:`VAL_KEY`. Three signs, any is enough, in a cleaning epoch: >= ``ood_fraction`` of its samples marked OOD;
+    >= ``relabel_fraction`` of them relabelled (real web data has far fewer wrong labels than that); its validation
+    top-1 below ``(1 - val_drop)`` x that of the last warm-up epoch with a validation, and at least ``val_points``
+    lower."""
     if not history or not history[-1].get("cleaning"):
         return None
     rec = history[-1]
@@ -257,6 +261,9 @@ def detect_collapse(history: list[dict[str, Any]], *, ood_fraction: float = COLL
         frac = rec["ood"] / rec["samples"]
         if frac >= ood_fraction:
             signs.append(f"{100 * frac:.0f}% of its samples were marked out-of-distribution")
+        relab = rec.get("relabelled", 0) / rec["samples"]
+        if relab >= relabel_fraction:
+            signs.append(f"{100 * relab:.0f}% of its samples were relabelled")
     warm = [r for r in history[:-1] if not r.get("cleaning") and r.get(VAL_KEY) is not None]
     if warm and rec.get(VAL_KEY) is not None:
         before, now = float(warm[-1][VAL_KEY]), float(rec[VAL_KEY])

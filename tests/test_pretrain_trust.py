@@ -18,8 +18,8 @@ QUICK = ["--arch", "resnet18", "--image-size", "32", "--batch-size", "16", "--se
          "run.eval_every=0", "--device", "cpu", "--workers", "0", "--no-progress"]
 
 
-def _epoch(e, cleaning, ood, top1=None, samples=1000):
-    r = {"epoch": e, "cleaning": cleaning, "samples": samples, "ood": ood}
+def _epoch(e, cleaning, ood, top1=None, samples=1000, relabelled=0):
+    r = {"epoch": e, "cleaning": cleaning, "samples": samples, "ood": ood, "relabelled": relabelled}
     if top1 is not None:
         r["webvision_val/top1"] = top1
     return r
@@ -38,6 +38,10 @@ def test_collapse_detector_on_synthetic_traces():
     # healthy cleaning: 15% OOD (data with 10% OOD), val a bit lower or higher
     assert detect_collapse(warm + [_epoch(6, True, 150, 33.0)]) is None
     assert detect_collapse(warm + [_epoch(6, True, 150, 40.0)]) is None
+    assert detect_collapse(warm + [_epoch(6, True, 150, 36.0, relabelled=400)]) is None  # 40% noise: 40% relabelled
+    # relabelling collapse (generated data, 40% flips, default crops: 60-78% relabelled per epoch, mostly to one class)
+    relab = detect_collapse(warm + [_epoch(6, True, 80, 36.0, relabelled=610)])
+    assert relab is not None and "61% of its samples were relabelled" in relab and "out-of-distribution" not in relab
     # thresholds: just below half OOD is not flagged, half is; a small absolute drop of a low accuracy is not flagged
     assert detect_collapse(warm + [_epoch(6, True, 499)]) is None and detect_collapse(warm + [_epoch(6, True, 500)])
     low = [_epoch(0, False, 0, 6.0), _epoch(1, True, 100, 2.0)]
@@ -130,3 +134,17 @@ def test_noise_clean_warns_when_it_removes_most_images(removed):
     w = removal_warning(s)
     assert w is not None and f"removes {100 * removed / 32:.0f}% of the" in w and "start_clean_epoch" in w
     assert removal_warning(CleanSummary(total=32, kept=20, relabelled=3, removed=12, out=None)) is None
+
+
+def test_noise_clean_warns_on_relabelling_collapse():
+    from mopro_bench.pretrain.noise_clean import CleanSummary, removal_warning
+
+    given = [c for c in range(8) for _ in range(4)]  # 8 classes x 4
+    w = removal_warning(CleanSummary(total=32, kept=32, relabelled=17, removed=0, out=None), given, given)
+    assert w is not None and "relabels 53%" in w and "label" in w
+    one = [3] * 20 + given[:12]  # 20 of the 32 kept labels are class 3 (62.5%); given: 4 of 32 (12.5%)
+    w = removal_warning(CleanSummary(total=32, kept=32, relabelled=10, removed=0, out=None), given, one)
+    assert w is not None and "gives 62% of the kept images label 3 (given labels: 12%)" in w and "relabels" not in w
+    # a dominant class that was already dominant in the given labels is no collapse
+    skewed = [0] * 24 + given[:8]
+    assert removal_warning(CleanSummary(total=32, kept=32, relabelled=2, removed=0, out=None), skewed, skewed) is None
