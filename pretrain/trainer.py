@@ -460,8 +460,10 @@ class Trainer:
             s = dict(zip(STAT_KEYS, self.epoch_stats.tolist()))
             if s["samples"]:
                 frac = (s["samples"] - s["kept"]) / s["samples"]
+                relab = s["relabelled"] / s["samples"]
                 post["ood"] = f"{100 * frac:.0f}%"
-                if frac >= COLLAPSE_OOD_FRACTION:
+                post["relabelled"] = f"{100 * relab:.0f}%"
+                if frac >= COLLAPSE_OOD_FRACTION or relab >= COLLAPSE_RELABEL_FRACTION:
                     post["warning"] = "cleaning collapse? (see log)"
         if self.collapse_warnings and "warning" not in post:
             post["warning"] = "cleaning collapsed earlier (see log)"
