@@ -1,7 +1,8 @@
 """Architecture inference from a trunk's shapes, and the 100%-coverage check before anything is loaded.
 
 After an adapter has mapped a file to torchvision names, :func:`build_verified` infers the architecture (block type
-from ``layer1.0.conv3``, depth from the block counts per stage, width from ``conv1``'s output channels), builds the
+from ``layer1.0.conv3``, depth from the block counts per stage, width from ``layer1.0.conv1``'s output channels, and
+a 64-channel or 64*width stem from ``conv1``), builds the
 backbone and requires every parameter and buffer to be present with the right shape and nothing else under the trunk's
 names. The one tolerated gap is ``num_batches_tracked`` missing from *every* BatchNorm (torchvision files saved before
 PyTorch 0.4.1): those counters only matter in training with ``momentum=None``, so they are filled with 0 and reported.
@@ -55,7 +56,15 @@ def describe_trunk(trunk: dict[str, torch.Tensor]) -> dict[str, Any]:
             s, i = int(m.group(1)) - 1, int(m.group(2))
             counts[s] = max(counts[s], i + 1)
     bottleneck = "layer1.0.conv3.weight" in trunk
-    return {"bottleneck": bottleneck, "blocks": tuple(counts), "width": int(w.shape[0]) // 64,
+    # width from the first block (64*width channels for BasicBlock and Bottleneck alike): conv1 alone cannot tell, since
+    # MoPro's wide ResNets keep a 64-channel stem (model.wide_stem=false) where SimCLR/SwAV widen it to 64*width
+    b1 = trunk.get("layer1.0.conv1.weight")
+    width = int(b1.shape[0]) // 64 if b1 is not None and b1.ndim == 4 and b1.shape[0] % 64 == 0 else int(w.shape[0]) // 64
+    stem = int(w.shape[0])
+    if stem not in (64, 64 * width):
+        raise BenchError(f"conv1.weight has {stem} output channels, neither 64 nor 64*width ({64 * width}) for the width "
+                         f"{width} its first block has", "use a torchvision-layout ResNet checkpoint")
+    return {"bottleneck": bottleneck, "blocks": tuple(counts), "width": max(width, 1), "wide_stem": stem == 64 * width,
             "arch": arch_for_blocks(bottleneck, tuple(counts))}
 
 
@@ -70,7 +79,8 @@ def resolve_arch(trunk: dict[str, torch.Tensor], arch: str | None, where: str) -
     """(arch, width, description) for ``trunk``; ``arch`` (user's ``--arch``) must agree with the file."""
     d = describe_trunk(trunk)
     kind = "Bottleneck" if d["bottleneck"] else "BasicBlock"
-    found = f"{kind} blocks {'-'.join(map(str, d['blocks']))}, conv1 {64 * d['width']} channels"
+    stem = 64 * d["width"] if d.get("wide_stem", True) else 64
+    found = f"{kind} blocks {'-'.join(map(str, d['blocks']))}, first block {64 * d['width']} channels, conv1 {stem}"
     if arch:
         want, want_w = parse_arch(arch)
         check_arch(want, want_w)
@@ -79,7 +89,7 @@ def resolve_arch(trunk: dict[str, torch.Tensor], arch: str | None, where: str) -
                              f"{arch_name(d['arch'], d['width'])} ({found})",
                              f"drop --arch (it is inferred) or pass --arch {arch_name(d['arch'], d['width'])}")
         if d["width"] != want_w:
-            raise BenchError(f"--arch {arch_name(want, want_w)} disagrees with {where}: conv1 has {64 * d['width']} channels "
+            raise BenchError(f"--arch {arch_name(want, want_w)} disagrees with {where}: layer1 has {64 * d['width']} channels "
                              f"(width {d['width']})", "pass the file's width, e.g. --arch resnet50x2")
         return want, want_w, d
     name = d["arch"] or _nearest_arch(d["bottleneck"], d["blocks"])
@@ -119,7 +129,7 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
     known head; they count as unexpected."""
     name, width, desc = resolve_arch(trunk, arch, where)
     with torch.device("meta"):  # no initialisation work: every tensor is overwritten from the file
-        bb = build_backbone(name, width, stride_in_1x1=stride_in_1x1)
+        bb = build_backbone(name, width, stride_in_1x1=stride_in_1x1, wide_stem=desc.get("wide_stem", True))
     bb = bb.to_empty(device="cpu")
     expected = bb.state_dict()
     missing = [k for k in expected if k not in trunk]
@@ -174,6 +184,7 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
         "nonfinite": nonfinite,  # tensors holding NaN/Inf: load_file refuses the file (inspect reports them)
         "negative_var": negative_var,  # BatchNorm running_var with a negative entry: refused the same way
         "architecture": {"arch": name, "width": width, "bottleneck": desc["bottleneck"], "blocks": list(desc["blocks"]),
+                         "wide_stem": bool(desc.get("wide_stem", True)),
                          **({"note": desc["note"]} if "note" in desc else {})},
     }
     return bb, coverage
