@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -78,6 +79,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise BenchError(f"--set {key}={value!r}: expected true or false")
+    if isinstance(value, float) and not math.isfinite(value) and tp in (int, float):
+        raise BenchError(f"--set {key}={value!r} is not valid", "use a finite number")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise BenchError(f"--set {key}={value!r}: expected an integer")

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mopro_bench.data.common import read_text_file
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_text, sha256_file, sha256_lines
 
@@ -48,11 +49,7 @@ def read_simclr_list(path: str | Path) -> list[str]:
         raise BenchError(f"subset file {path} does not exist",
                          "pass a SimCLR list (e.g. 1percent.txt from google-research/simclr imagenet_subsets) "
                          "or leave --subset-file out to draw a seeded class-balanced subset")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BenchError(f"subset file {path} is unreadable ({type(e).__name__})",
-                         "pass a text file, one file name per line") from None
+    text = read_text_file(path, "subset file")  # UTF-8 (BOM dropped); bad bytes or an unreadable file: one line
     names = []
     for i, line in enumerate(text.splitlines(), 1):
         line = line.strip()

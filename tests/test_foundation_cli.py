@@ -81,3 +81,10 @@ def test_bugs_keep_their_traceback(monkeypatch):
 def test_env_reports_versions(cli):
     code, out, _ = cli("env")
     assert code == 0 and "torch" in out and "detectron2" in out and "python" in out
+
+
+@pytest.mark.parametrize("setting", ["optim.epochs=NaN", "optim.epochs=Infinity", "optim.lr=-Infinity"])
+def test_non_finite_set_values_are_one_line_exit_2(cli, tmp_path, setting):
+    # was: `--set optim.epochs=NaN` -> ValueError traceback from int(nan) in the override parser
+    code, _, err = cli("pretrain", "--data", tmp_path, "--out", tmp_path / "o", "--set", setting)
+    assert code == 2 and "is not valid" in err and "finite" in err and len(err.strip().splitlines()) == 1, err
