@@ -8,6 +8,8 @@ docs/CONTRACTS.md ("Our pretrainer's checkpoint").
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import random
 import re
@@ -54,12 +56,17 @@ def save_checkpoint(out: str | os.PathLike, obj: dict[str, Any], keep_last: int)
     return path
 
 
+FILE_SHA256 = "_file_sha256"  # key load_file adds: sha256 of the bytes the object was read from
+
+
 def load_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A pretraining checkpoint (``weights_only``), with ``obj[FILE_SHA256]`` = sha256 of the bytes it came from."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"checkpoint {path} does not exist", "pass a checkpoint written by `mopro-bench pretrain`")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()  # read once: the digest is of exactly the bytes deserialized (the file may be re-pointed)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
         raise BenchError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})",
                          "pass a complete checkpoint written by `mopro-bench pretrain` (an older one in the same folder "
@@ -68,6 +75,7 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or "config" not in meta or "state_dict" not in obj:
         raise BenchError(f"{path} is not a mopro-bench pretraining checkpoint",
                          "pass a checkpoint written by `mopro-bench pretrain` (other formats work with eval/inspect)")
+    obj[FILE_SHA256] = hashlib.sha256(data).hexdigest()
     return obj
 
 

@@ -33,6 +33,7 @@ from mopro_bench.config import apply_overrides, to_dict
 from mopro_bench.data.common import train_transform
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_torch_save, atomic_write_json, sha256_file
+from mopro_bench.pretrain.checkpoint import FILE_SHA256
 from mopro_bench.pretrain.data import derive_seed
 from mopro_bench.pretrain.noise_clean import load_model
 from mopro_bench.runtime import cleanup_distributed, init_distributed
@@ -249,11 +250,11 @@ def retrain(data_root: str | Path, ckpt: str | Path, annotation: str | Path, out
             sd = dict(obj["state_dict"])
             sd["encoder_q.classifier.weight"] = clf.weight.detach().cpu().clone()
             sd["encoder_q.classifier.bias"] = clf.bias.detach().cpu().clone()
-            new = dict(obj)
+            new = {k: v for k, v in obj.items() if k != FILE_SHA256}  # the digest is of the source file, not this one
             new["state_dict"] = sd
             meta = dict(obj["mopro_bench"])
             meta["crt"] = {"config": to_dict(cfg_c), "annotation": str(annotation), "annotation_sha256": sha256_file(annotation),
-                           "source_checkpoint": str(ckpt), "source_sha256": sha256_file(ckpt), "images": len(samples),
+                           "source_checkpoint": str(ckpt), "source_sha256": obj[FILE_SHA256], "images": len(samples),
                            "metrics": metrics}
             new["mopro_bench"] = meta
             atomic_torch_save(path, new)

@@ -24,7 +24,7 @@ from mopro_bench.backbones import Preprocess
 from mopro_bench.config import apply_overrides
 from mopro_bench.data.common import ImageList, eval_transform
 from mopro_bench.errors import BenchError
-from mopro_bench.io import atomic_write_json, sha256_file
+from mopro_bench.io import atomic_write_json
 from mopro_bench.pretrain import checkpoint as ckptlib
 from mopro_bench.pretrain.cleaning import clean_labels
 from mopro_bench.pretrain.config import PretrainConfig, from_dict, validate
@@ -176,7 +176,8 @@ def noise_clean(data_root: str | Path, ckpt: str | Path, out: str | Path | None,
         if Path(out).expanduser().is_dir():
             raise BenchError(f"--out {out} is a directory", "pass a file name, e.g. pseudo_label.json")
         check_out_dir(Path(out).expanduser().parent, what=f"the folder of --out {out}:")
-    model, cfg, _ = load_model(ckpt, overrides)
+    model, cfg, ck_obj = load_model(ckpt, overrides)
+    obj_sha = ck_obj[ckptlib.FILE_SHA256]
     ds, samples = load_train_set(data_root, cfg, annotation=annotation)
     rels = [r for r, _ in samples]
     given = [y for _, y in samples]
@@ -194,7 +195,7 @@ def noise_clean(data_root: str | Path, ckpt: str | Path, out: str | Path | None,
         obj = {
             "images": [r for r, k in zip(rels, kept) if k],
             "labels": [int(y) for y, k in zip(new, kept) if k],
-            "meta": {"checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt), "data": str(data_root),
+            "meta": {"checkpoint": str(ckpt), "checkpoint_sha256": obj_sha, "data": str(data_root),
                      "alpha": m.alpha, "pseudo_th": m.pseudo_th, "temperature": m.temperature,
                      "num_class": cfg.model.num_class, "total": summary.total, "kept": summary.kept,
                      "relabelled": summary.relabelled, "removed": summary.removed, "warning": summary.warning},

@@ -148,3 +148,29 @@ def test_noise_clean_warns_on_relabelling_collapse():
     # a dominant class that was already dominant in the given labels is no collapse
     skewed = [0] * 24 + given[:8]
     assert removal_warning(CleanSummary(total=32, kept=32, relabelled=2, removed=0, out=None), skewed, skewed) is None
+
+
+def test_pretrain_checkpoint_digest_is_of_the_bytes_read(tmp_path, monkeypatch):
+    """noise-clean/cRT record the source checkpoint's sha256: it must be the sha of the bytes whose weights were used,
+    even when `last.pth.tar` is re-pointed between the read and the hash (was: the path was hashed a second time)."""
+    import hashlib
+
+    from mopro_bench.pretrain import checkpoint as ck
+
+    a, b = tmp_path / "a.pth.tar", tmp_path / "b.pth.tar"
+    for p, v in ((a, 1.0), (b, 2.0)):
+        torch.save({"mopro_bench": {"config": {}}, "state_dict": {"w": torch.full((2,), v)}}, p)
+    link = tmp_path / "last.pth.tar"
+    link.symlink_to(a.name)
+    real_load = torch.load
+
+    def load_then_repoint(*args, **kwargs):
+        obj = real_load(*args, **kwargs)
+        link.unlink()
+        link.symlink_to(b.name)  # the trainer re-points last.pth.tar at the next epoch
+        return obj
+
+    monkeypatch.setattr(ck.torch, "load", load_then_repoint)
+    obj = ck.load_file(link)
+    assert float(obj["state_dict"]["w"][0]) == 1.0
+    assert obj[ck.FILE_SHA256] == hashlib.sha256(a.read_bytes()).hexdigest() != hashlib.sha256(b.read_bytes()).hexdigest()
