@@ -75,7 +75,10 @@ def test_sigterm_then_sigkill_then_resume_matches_uninterrupted(synth_root, tmp_
     for ra_, rb_ in zip(log_a, log_b):
         assert ra_.keys() == rb_.keys()
         for k in ra_:
-            assert ra_[k] == pytest.approx(rb_[k], rel=1e-6, abs=1e-6), k
+            if isinstance(ra_[k], (int, float)) and not isinstance(ra_[k], bool):
+                assert ra_[k] == pytest.approx(rb_[k], rel=1e-6, abs=1e-6), k
+            else:  # text (e.g. a cleaning-collapse warning) and flags: the resumed run says the same
+                assert ra_[k] == rb_[k], k
     assert log_a[1]["relabelled"] > 0  # cleaning ran (epochs 1, 2), so the resumed epoch stats include it
     steps_b = [json.loads(line)["step"] for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
     assert steps_b == list(range(1, 7))  # redone steps are not logged twice
