@@ -1,8 +1,9 @@
-"""Tasks, protocols and their discovery through the ``mopro_bench.tasks`` entry-point group.
+"""Tasks, protocols and the task registry (:data:`TASKS`, a :class:`mopro_bench.plugins.Registry`).
 
 A *task* (``voc_lowshot``) owns named *protocols* (``mopro``, ``goyal19``). A protocol is a frozen dataclass that
-holds every constant of the evaluation plus a ``version``; it is written in full into each result. A third party
-adds a task by exposing a :class:`Task` instance under the entry-point group::
+holds every constant of the evaluation plus a ``version``; it is written in full into each result. Built-in tasks
+are listed in :data:`BUILTIN_TASKS` (code, no reinstall needed). A third party adds a task by exposing a
+:class:`Task` instance (named like its entry point) under the entry-point group::
 
     [project.entry-points."mopro_bench.tasks"]
     my_task = "my_package.my_module:MY_TASK"
@@ -18,7 +19,6 @@ import abc
 import dataclasses
 import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,6 +27,7 @@ import torch
 from mopro_bench.config import apply_overrides, to_dict
 from mopro_bench.errors import BenchError
 from mopro_bench.io import sha256_json
+from mopro_bench.plugins import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from mopro_bench.checkpoints import LoadedCheckpoint
@@ -142,43 +143,65 @@ class ResolvedTask:
         return f"{base}+{sha256_json(self.overrides)[:8]}"
 
 
-_REGISTRY: dict[str, Task] | None = None
+# Built-in tasks, listed in code (lazy "module:attr" references: a task module is imported when first used), so adding
+# a built-in task needs no reinstall. Third-party packages add theirs through the ENTRY_POINT_GROUP entry points; one
+# whose name clashes with a built-in is skipped with a warning.
+BUILTIN_TASKS: dict[str, str] = {
+    "voc_lowshot": "mopro_bench.tasks.lowshot:VOC_LOWSHOT",
+    "places_lowshot": "mopro_bench.tasks.lowshot:PLACES_LOWSHOT",
+    "imagenet_1pct": "mopro_bench.tasks.imagenet:IMAGENET_1PCT",
+    "imagenet_10pct": "mopro_bench.tasks.imagenet:IMAGENET_10PCT",
+    "imagenet_linear": "mopro_bench.tasks.imagenet:IMAGENET_LINEAR",
+    "imagenet_val": "mopro_bench.tasks.imagenet:IMAGENET_VAL",
+    "webvision_val": "mopro_bench.tasks.imagenet:WEBVISION_VAL",
+    "coco_maskrcnn": "mopro_bench.tasks.detection:COCO_MASKRCNN",
+    "imagenet_r": "mopro_bench.tasks.robustness:IMAGENET_R",
+    "imagenet_a": "mopro_bench.tasks.robustness:IMAGENET_A",
+    "imagenet_val_calibration": "mopro_bench.tasks.robustness:IMAGENET_VAL_CALIBRATION",
+}
+
+
+def _as_task(name: str, obj: Any) -> Task:
+    task = obj() if isinstance(obj, type) else obj
+    if not isinstance(task, Task):
+        raise TypeError(f"{obj!r} is not a mopro_bench Task")
+    if task.name != name:
+        raise TypeError(f"it is registered as {name!r} but the task is named {task.name!r} (use the same name)")
+    return task
+
+
+TASKS: Registry[Task] = Registry("task", validate=_as_task, hint="(see `mopro-bench tasks`)")
+for _name, _ref in BUILTIN_TASKS.items():
+    TASKS.register(_name, _ref)
 _LOAD_ERRORS: dict[str, str] = {}
-
-
-def _discover() -> dict[str, Task]:
-    tasks: dict[str, Task] = {}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as e:  # a broken plug-in must not break the CLI; it is reported
-            _LOAD_ERRORS[ep.name] = f"{type(e).__name__}: {e}"
-            continue
-        task = obj() if isinstance(obj, type) else obj
-        if not isinstance(task, Task):
-            _LOAD_ERRORS[ep.name] = f"entry point {ep.value} is not a mopro_bench Task"
-            continue
-        tasks[task.name] = task
-    return tasks
+_READY = False
 
 
 def registry() -> dict[str, Task]:
-    global _REGISTRY
-    if _REGISTRY is None:
-        _REGISTRY = _discover()
-        for name, err in _LOAD_ERRORS.items():
-            print(f"warning: task plug-in {name!r} failed to load ({err})", file=sys.stderr)
-    return _REGISTRY
+    """Every usable task by name: the built-ins, then third-party entry points. A task that fails to import is
+    reported once on stderr (never a crash) and left out."""
+    global _READY
+    if not _READY:
+        _READY = True
+        _LOAD_ERRORS.update(TASKS.load_entry_points(ENTRY_POINT_GROUP))
+        for name in TASKS.names():
+            try:
+                TASKS.get(name)
+            except Exception as e:  # a broken plug-in must not break the CLI; it is reported
+                _LOAD_ERRORS[name] = f"{type(e).__name__}: {e}"
+                TASKS.unregister(name)
+                print(f"warning: task plug-in {name!r} failed to load ({_LOAD_ERRORS[name]})", file=sys.stderr)
+    return dict(TASKS.items())
 
 
 def register(task: Task) -> Task:
-    """Add a task programmatically (tests, notebooks). Entry points are the way for packages."""
-    registry()[task.name] = task
+    """Add a task programmatically (tests, notebooks); replaces one of the same name."""
+    TASKS.register(task.name, task, replace=True, origin="register()")
     return task
 
 
 def unregister(name: str) -> None:
-    registry().pop(name, None)
+    TASKS.unregister(name)
 
 
 def load_errors() -> dict[str, str]:

@@ -43,26 +43,59 @@ def toy():
     registry.unregister(task.name)
 
 
-def test_builtin_entry_points_are_declared():
+def test_builtin_tasks_are_listed_in_code_not_as_entry_points():
     from importlib import metadata
 
-    names = {ep.name for ep in metadata.entry_points(group=registry.ENTRY_POINT_GROUP)}
-    assert {"voc_lowshot", "places_lowshot", "imagenet_r", "imagenet_a", "coco_maskrcnn"} <= names
+    assert {"voc_lowshot", "places_lowshot", "imagenet_r", "imagenet_a", "coco_maskrcnn"} <= set(registry.BUILTIN_TASKS)
+    assert list(registry.registry())[: len(registry.BUILTIN_TASKS)] == list(registry.BUILTIN_TASKS)
+    declared = {ep.name for ep in metadata.entry_points(group=registry.ENTRY_POINT_GROUP)}
+    assert not declared & set(registry.BUILTIN_TASKS), "a built-in task is also an entry point (reinstall)"
 
 
-def test_entry_point_discovery_uses_the_group(monkeypatch):
-    """A third-party package adds a task through the entry-point group, without touching the suite."""
+def test_entry_point_discovery_uses_the_group(monkeypatch, capsys):
+    """A third-party package adds a task through the entry-point group, without touching the suite; a broken one or
+    one that reuses a built-in's name is a warning, not a crash."""
     from importlib import metadata
+
+    from mopro_bench import plugins
 
     ep = metadata.EntryPoint(name="toy_task", value=f"{__name__}:ToyTask", group=registry.ENTRY_POINT_GROUP)
     broken = metadata.EntryPoint(name="broken", value="no_such_module_xyz:TASK", group=registry.ENTRY_POINT_GROUP)
-    fake = lambda group: [ep, broken] if group == registry.ENTRY_POINT_GROUP else []
-    monkeypatch.setattr(registry.metadata, "entry_points", fake)
-    monkeypatch.setattr(registry, "_REGISTRY", None)
+    clash = metadata.EntryPoint(name="voc_lowshot", value=f"{__name__}:ToyTask", group=registry.ENTRY_POINT_GROUP)
+    fake = lambda group: [ep, broken, clash] if group == registry.ENTRY_POINT_GROUP else []
+    monkeypatch.setattr(plugins.metadata, "entry_points", fake)
+    tasks = plugins.Registry("task", validate=lambda name, obj: obj() if isinstance(obj, type) else obj)
+    for name, ref in registry.BUILTIN_TASKS.items():
+        tasks.register(name, ref)
+    monkeypatch.setattr(registry, "TASKS", tasks)
+    monkeypatch.setattr(registry, "_READY", False)
     monkeypatch.setattr(registry, "_LOAD_ERRORS", {})
     reg = registry.registry()
-    assert list(reg) == ["toy_task"] and isinstance(reg["toy_task"], ToyTask)
+    assert list(reg)[-1] == "toy_task" and isinstance(reg["toy_task"], ToyTask)
+    assert type(reg["voc_lowshot"]).__name__ == "VOCLowShot"  # the built-in wins
     assert "broken" in registry.load_errors() and "ModuleNotFoundError" in registry.load_errors()["broken"]
+    assert "clashes" in registry.load_errors()["voc_lowshot"]
+    err = capsys.readouterr().err
+    assert "plug-in 'broken'" in err and "plug-in 'voc_lowshot'" in err and len(err.strip().splitlines()) == 2
+
+
+def test_plugin_registry_type():
+    from mopro_bench.plugins import Registry
+
+    reg = Registry("widget", hint="(see `widgets`)")
+    reg.register("a", 1)
+    reg.register("pi", "math:pi")  # lazy
+    assert reg.register("f")(len) is len  # decorator form returns the object
+    assert reg.names() == ["a", "pi", "f"] and "pi" in reg and len(reg) == 3
+    assert reg.get("pi") == pytest.approx(3.14159, abs=1e-4) and dict(reg.items())["f"] is len
+    with pytest.raises(BenchError, match=r"unknown widget 'z' -- fix: use one of: a, pi, f \(see `widgets`\)"):
+        reg.get("z")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a", 2)
+    reg.register("a", 2, replace=True)
+    assert reg.get("a") == 2
+    reg.unregister("a")
+    assert reg.names() == ["pi", "f"]
 
 
 def test_resolve_default_and_named_protocol(toy):

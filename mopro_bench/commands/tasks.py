@@ -10,7 +10,8 @@ from mopro_bench.registry import all_protocols
 def add_parser(sub, parents):
     p = sub.add_parser("tasks", parents=parents, help="list every task@protocol with its version",
                        description="List every registered task@protocol (default protocol marked *), its protocol "
-                                   "version and a one-line description. Tasks come from the entry-point group "
+                                   "version and a one-line description. Built-in tasks are listed in code "
+                                   "(mopro_bench/registry.py); other packages add theirs through the entry-point group "
                                    "`mopro_bench.tasks`. Then the named suites (task lists) that `eval --suite` runs.")
     p.add_argument("--json", action="store_true", help="print JSON with every protocol's full parameters")
     p.set_defaults(func=run)
