@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from sklearn.svm import LinearSVC  # noqa: F401 -- imported before timing
 
-from mopro_bench import svm
 from mopro_bench.metrics.ap import ap_per_class
-
-GOYAL19_COSTS = (0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0)
+from mopro_bench.tasks.lowshot import svm
+from mopro_bench.tasks.lowshot.protocols import GOYAL19_COSTS
 
 
 def features(rng, labels, protos, base, signal):

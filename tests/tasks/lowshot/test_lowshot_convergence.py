@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from mopro_bench.errors import BenchError
+from mopro_bench.tasks.lowshot import features as lowshot
 from mopro_bench.tasks.lowshot import svm
-from mopro_bench.tasks.lowshot import task as lowshot
+from mopro_bench.tasks.lowshot.protocols import VOC_PROTOCOLS, check_protocol
+from mopro_bench.tasks.lowshot.solve import Group, solve_groups
 from mopro_bench.tasks.lowshot.splits import draw_splits
-from mopro_bench.tasks.lowshot.task import VOC_PROTOCOLS, Group, check_protocol, solve_groups
 
 
 def _data(seed=0, n=40, d=16):
@@ -94,4 +95,4 @@ def test_negative_seed_and_non_finite_features_are_refused(monkeypatch):
     feats[1, 2] = np.nan
     monkeypatch.setattr(lowshot, "extract_features", lambda *a, **k: feats)
     with pytest.raises(BenchError, match="non-finite features .* 1 of 3 images \\(first: b\\)"):
-        lowshot._features(None, ["a", "b", "c"], ["a", "b", "c"], None, VOC_PROTOCOLS["mopro"], "x", "VOC07 test")
+        lowshot.svm_features(None, ["a", "b", "c"], ["a", "b", "c"], None, VOC_PROTOCOLS["mopro"], "x", "VOC07 test")

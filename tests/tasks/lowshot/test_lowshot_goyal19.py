@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from mopro_bench.backbones import Backbone
 from mopro_bench.evaluate import evaluate
-from mopro_bench.tasks.lowshot.task import GOYAL19_COSTS, VOC_PROTOCOLS, PooledStage
+from mopro_bench.tasks.lowshot.features import PooledStage
+from mopro_bench.tasks.lowshot.protocols import GOYAL19_COSTS, VOC_PROTOCOLS
 
 
 def test_goyal19_protocols_hold_the_published_settings():
