@@ -14,8 +14,9 @@ Public API (used by every task)::
 
 Files are read once, into memory, and ``sha256`` is the hash of exactly those bytes (the path may be re-pointed
 meanwhile, as ``pretrain`` does with ``last.pth.tar``); they are deserialized without executing code from them
-(:mod:`.safeload`), mapped by a named adapter (:mod:`.adapters`) and verified to cover 100% of the backbone's
-parameters and buffers with finite values and non-negative BatchNorm running variances (:mod:`.verify`);
+(:mod:`.safeload`), mapped by a named format adapter (:mod:`.formats`, one module per format; :mod:`.loader`) and
+verified to cover 100% of the backbone's parameters and buffers with finite values and non-negative BatchNorm
+running variances (:mod:`.verify`);
 ``trust=True`` lifts the pickle restrictions for files the user trusts. Export: :mod:`.export` (torchvision) and
 :mod:`.detectron2`.
 """
@@ -149,7 +150,7 @@ def load_random(spec: str, seed: int = 0) -> LoadedCheckpoint:
 
 def split_spec(spec: str) -> tuple[str, str | None]:
     """``FILE#SELECT`` -> (FILE, SELECT) when FILE exists and SELECT names a network; else (spec, None)."""
-    from mopro_bench.checkpoints.adapters import SELECT_NAMES
+    from mopro_bench.checkpoints.loader import SELECT_NAMES
 
     if "#" in spec and not Path(spec).exists():
         head, _, tail = spec.rpartition("#")
@@ -160,7 +161,7 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = False, name: str | None = None,
                     seed: int = 0, select: str | None = None, check_values: bool = True) -> LoadedCheckpoint:
-    """Load ``spec`` (a file, ``FILE#NETWORK``, or ``random:ARCH``) and verify the backbone. See :mod:`.adapters`.
+    """Load ``spec`` (a file, ``FILE#NETWORK``, or ``random:ARCH``) and verify the backbone. See :mod:`.loader`.
 
     ``select`` picks the network in files that hold several: ``encoder_q`` (default) / ``encoder_k`` for MoPro, MoCo
     and PCL, ``base_encoder`` / ``momentum_encoder`` for MoCo v3, ``teacher`` (default) / ``student`` for DINO,
@@ -177,7 +178,7 @@ def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = 
             if (a, w) != (ck.arch, ck.width):
                 raise BenchError(f"--arch {arch} disagrees with {spec}", f"use random:{arch} or drop --arch")
     else:
-        from mopro_bench.checkpoints.adapters import load_file
+        from mopro_bench.checkpoints.loader import load_file
 
         path, sel = split_spec(spec)
         if sel and select and sel != select:

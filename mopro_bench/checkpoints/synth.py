@@ -1,7 +1,7 @@
 """Write a ResNet trunk in each third-party checkpoint layout (for tests, demos and other modules' tests).
 
 Each writer follows the layout its project publishes (key names, wrappers, heads, training state), written here from
-the published descriptions, independently of :mod:`.adapters` (the detectron2 writers do their own renaming) so that a
+the published descriptions, independently of :mod:`.formats` (the detectron2 writers do their own renaming) so that a
 round trip through an adapter tests the adapter. ``trunk`` is a torchvision-named state dict without ``fc``; heads
 and training state are random tensors from ``seed``.
 """

@@ -45,7 +45,7 @@ def load_from_args(args, check_values: bool = True):
 
 
 def report(ck) -> dict:
-    from mopro_bench.checkpoints.adapters import jsonable
+    from mopro_bench.checkpoints.formats.base import jsonable
 
     bb = ck.backbone
     heads = {}
@@ -138,9 +138,9 @@ def run(args) -> int:
     from mopro_bench.errors import BenchError
 
     if args.formats:
-        from mopro_bench.checkpoints.adapters import ADAPTERS
+        from mopro_bench.checkpoints.formats import adapters
 
-        for a in ADAPTERS:
+        for a in adapters():
             print(f"{a.name:<12} {a.description}")
         print(f"{'random':<12} random:ARCH -- an explicitly untrained baseline (e.g. random:resnet50x2)")
         return 0

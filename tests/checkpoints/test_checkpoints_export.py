@@ -58,7 +58,7 @@ def test_key_names():
 
 
 def test_caffe2_blob_names():
-    from mopro_bench.checkpoints.adapters import caffe2_to_tv_key
+    from mopro_bench.checkpoints.formats.caffe2 import caffe2_to_tv_key
 
     assert caffe2_to_tv_key("conv1_w") == "conv1.weight"
     assert caffe2_to_tv_key("res_conv1_bn_s") == "bn1.weight"

@@ -30,7 +30,7 @@ def _sha(path: Path) -> str:
 
 def test_sha256_is_of_the_bytes_the_weights_came_from_when_the_path_is_replaced(sds, tmp_path, monkeypatch):
     """pretrain re-points last.pth.tar while eval loads it: the identity must follow the weights, not the path."""
-    import mopro_bench.checkpoints.adapters as A
+    import mopro_bench.checkpoints.loader as A
 
     a, b = tmp_path / "a.pth", tmp_path / "b.pth"
     torch.save(sds[0], a)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mopro_bench import hub, zoo
-from mopro_bench.checkpoints.adapters import ADAPTERS
+from mopro_bench.checkpoints.formats import format_names
 from mopro_bench.checkpoints.synth import random_resnet, write_layout
 from tests.hub.test_hub_download import LoopbackServer, loopback_only  # noqa: F401 - the autouse guard applies here too
 
@@ -41,7 +41,7 @@ def test_builtin_entries_are_complete_and_sourced():
     entries = list(zoo.ENTRIES)
     assert len(entries) >= 10
     assert len({e.name for e in entries}) == len(entries) and len({e.filename for e in entries}) == len(entries)
-    adapters = {a.name for a in ADAPTERS}
+    adapters = set(format_names())
     published_models = set(zoo.published_counts(PUBLISHED))
     hosts = {"dl.fbaipublicfiles.com", "storage.googleapis.com", "download.pytorch.org"}
     for e in entries:

@@ -1,0 +1,147 @@
+"""The shared part of every checkpoint format: :class:`Adapter` (the interface a format implements), :class:`Mapped`
+(what ``convert`` returns) and the key/head helpers the formats share.
+
+An adapter has a ``name`` (its format name, shown in records and `inspect --formats`), a ``description``, a detection
+``priority`` (lower is tried first; the first whose ``detect`` accepts the unpickled object maps it), ``detect(obj)``,
+``selects(obj)`` (the networks a file holds, first = default) and ``convert(obj, select, where) -> Mapped``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mopro_bench.backbones import Preprocess
+from mopro_bench.checkpoints import Head
+from mopro_bench.checkpoints.verify import is_trunk_key
+from mopro_bench.errors import BenchError
+
+WEBVISION_SPACES = {1000: "webvision1k", 5000: "webvision5k"}
+
+
+@dataclass
+class Mapped:
+    """One network of a file, mapped: trunk in torchvision names, heads, what was left out and why."""
+
+    trunk: dict[str, torch.Tensor]
+    heads: dict[str, Head] = field(default_factory=dict)
+    unplaced: list[str] = field(default_factory=list)  # keys inside the network that are neither trunk nor a head
+    ignored: dict[str, Any] = field(default_factory=dict)  # group -> number of tensors (or a note) not used
+    meta: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    stride_in_1x1: bool = False
+    derived: list[str] = field(default_factory=list)  # trunk tensors computed exactly from others (caffe2 frozen BN)
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+
+def _is_array(v: Any) -> bool:
+    return isinstance(v, torch.Tensor | np.ndarray)
+
+
+def is_tensor_dict(d: Any) -> bool:
+    return isinstance(d, Mapping) and len(d) > 0 and all(isinstance(k, str) and _is_array(v) for k, v in d.items())
+
+
+def strip_module(sd: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Remove a DataParallel/DDP ``module.`` prefix carried by every key."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}, True
+    return dict(sd), False
+
+
+def sub(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _t(v: Any) -> torch.Tensor:
+    return v if isinstance(v, torch.Tensor) else torch.from_numpy(v if v.flags.c_contiguous else v.copy())
+
+
+def partition(sd: Mapping[str, Any], groups: Mapping[str, str]) -> tuple[dict[str, torch.Tensor], dict[str, dict], list[str]]:
+    """Split a network's keys into trunk, named head groups (by key prefix) and the rest (unplaced)."""
+    trunk: dict[str, torch.Tensor] = {}
+    found: dict[str, dict] = {}
+    rest: list[str] = []
+    for k, v in sd.items():
+        if is_trunk_key(k):
+            trunk[k] = _t(v)
+            continue
+        for prefix, group in groups.items():
+            if k == prefix.rstrip(".") or k.startswith(prefix):
+                found.setdefault(group, {})[k] = _t(v)
+                break
+        else:
+            rest.append(k)
+    return trunk, found, rest
+
+
+def classifier_head(d: dict[str, torch.Tensor], prefix: str, space: str | None, desc: str) -> Head:
+    sd = {k[len(prefix):]: v for k, v in d.items()}
+    w = sd["weight"]
+    return Head(kind="classifier", state_dict=sd, num_classes=int(w.shape[0]), class_space=space, description=desc)
+
+
+def projection_head(d: dict[str, torch.Tensor], desc: str, kind: str = "projection") -> Head:
+    return Head(kind=kind, state_dict=dict(d), description=desc)
+
+
+def _fc_head(d: dict[str, torch.Tensor], prefix: str = "fc.") -> tuple[str, Head]:
+    """A torchvision ``fc``: a single Linear is a classifier (ImageNet-1k when it has 1000 rows), an MLP a projection."""
+    names = {k[len(prefix):] for k in d}
+    if names <= {"weight", "bias"} and "weight" in names and d[prefix + "weight"].ndim == 2:
+        rows = int(d[prefix + "weight"].shape[0])
+        space = "imagenet1k" if rows == 1000 else "custom"
+        return "classifier", classifier_head(d, prefix, space, f"fc: {rows}-way linear classifier"
+                                             + (" (ImageNet-1k, torchvision class order)" if rows == 1000 else ""))
+    return "projection", projection_head(d, "fc: MLP head")
+
+
+def jsonable(v: Any) -> Any:
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    if isinstance(v, list | tuple):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        return v.item()
+    return str(v)
+
+
+def _count(sd: Mapping[str, Any]) -> int:
+    return sum(1 for v in sd.values() if _is_array(v))
+
+
+def _pick(select: str | None, available: list[str], adapter: str, where: str) -> str:
+    if not available:
+        raise BenchError(f"{where} (adapter {adapter}) holds no network to select", "pass a complete checkpoint")
+    if select is None:
+        return available[0]
+    if select not in available:
+        raise BenchError(f"--select {select} does not apply to {where} (adapter {adapter})",
+                         "choose one of: " + ", ".join(available))
+    return select
+
+class Adapter:
+    name = ""
+    description = ""
+    priority = 100  # detection order: lower is tried first (specific layouts before the generic torchvision one)
+
+    def detect(self, obj: Mapping[str, Any]) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def selects(self, obj: Mapping[str, Any]) -> list[str]:
+        """Networks the file holds (first = default); empty when there is one."""
+        return []
+
+    def convert(self, obj: Mapping[str, Any], select: str | None, where: str) -> Mapped:  # pragma: no cover
+        raise NotImplementedError
+
+def _state_dict(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    sd = obj.get("state_dict")
+    return strip_module(sd)[0] if is_tensor_dict(sd) else None
