@@ -16,6 +16,7 @@ same leaderboard table as the unmodified protocol's.
 from __future__ import annotations
 
 import abc
+import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass, field
@@ -33,6 +34,99 @@ if TYPE_CHECKING:  # pragma: no cover
     from mopro_bench.checkpoints import LoadedCheckpoint
 
 ENTRY_POINT_GROUP = "mopro_bench.tasks"
+
+
+class _IntType:
+    """argparse type: an integer >= ``minimum`` (a module-level class, so an Option holding it pickles)."""
+
+    __name__ = "integer"
+
+    def __init__(self, minimum: int, what: str) -> None:
+        self.minimum, self.what = minimum, what
+
+    def __call__(self, text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < self.minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not {self.what}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"integer>={self.minimum}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _IntType) and (other.minimum, other.what) == (self.minimum, self.what)
+
+    def __hash__(self) -> int:
+        return hash((self.minimum, self.what))
+
+
+positive_int = _IntType(1, "a positive integer (1 or more)")
+nonnegative_int = _IntType(0, "0 or more")
+
+
+class Option(str):
+    """One ``eval`` option a task takes, declared on the task: ``options = (Option("solver", "low-shot SVM solver",
+    choices=("torch", "sklearn")), ...)``.
+
+    It *is* its name (a ``str``: ``"solver" in task.options`` and ``ctx.option("solver")`` work as with plain names;
+    a plain name declares no flag of its own and uses another task's spec of that name). ``eval`` builds its
+    "task options" group from every registered task's specs (flag ``--solver``; tasks that share an option declare
+    the same spec). ``flag=True`` makes a store-true switch. ``default`` documents what the task uses when the flag is
+    absent (an absent flag is not passed: ``ctx.option(name, default)``). ``one_task``: the value is a file meant for
+    one task (refused when several tasks of a run take it); ``one_checkpoint``: it belongs to one checkpoint.
+    """
+
+    help: str
+    type: Any
+    choices: tuple[str, ...] | None
+    flag: bool
+    default: Any
+    one_task: bool
+    one_checkpoint: bool
+
+    def __new__(cls, name: str, help: str, *, type: Any = None, choices: tuple[str, ...] | None = None,
+                flag: bool = False, default: Any = None, one_task: bool = False, one_checkpoint: bool = False) -> Option:
+        self = super().__new__(cls, name)
+        self.help, self.type, self.flag, self.default = help, type, flag, default
+        self.choices = tuple(choices) if choices is not None else None
+        self.one_task, self.one_checkpoint = one_task, one_checkpoint
+        return self
+
+    def __reduce__(self):  # pickles (and copies) with its spec, not as a bare str
+        return (_option, (str(self), self.help, {"type": self.type, "choices": self.choices, "flag": self.flag,
+                                                 "default": self.default, "one_task": self.one_task,
+                                                 "one_checkpoint": self.one_checkpoint}))
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + self.replace("_", "-")
+
+    def spec(self) -> tuple:
+        """Everything that defines the flag (two tasks sharing an option must agree on it)."""
+        return (str(self), self.help, self.type, self.choices, self.flag, self.default, self.one_task, self.one_checkpoint)
+
+    def add_to(self, group: Any) -> None:
+        """Add the flag to an argparse parser or group."""
+        if self.flag:
+            group.add_argument(self.cli_flag, action="store_true", help=self.help)
+            return
+        kw: dict[str, Any] = {"help": self.help}
+        if self.type is not None:
+            kw["type"] = self.type
+        if self.choices is not None:
+            kw["choices"] = list(self.choices)
+        group.add_argument(self.cli_flag, **kw)
+
+
+def _option(name: str, help: str, kw: dict[str, Any]) -> Option:
+    return Option(name, help, **kw)
 
 
 @dataclass(frozen=True)
@@ -111,7 +205,8 @@ class Task(abc.ABC):
     metrics: ClassVar[tuple[str, ...]] = ()  # leaderboard column order
     higher_is_better: ClassVar[dict[str, bool]] = {}  # per metric; default True
     needs_classifier: ClassVar[bool] = False
-    # names of the `eval` options this task uses (e.g. "splits", "solver", "head"); others are refused
+    # the `eval` options this task takes, each an Option spec (flag, help, type/choices) or the plain name of an option
+    # another task declares; `eval` builds its "task options" group from them and refuses the others
     options: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
@@ -230,6 +325,22 @@ def all_protocols() -> list[tuple[Task, Protocol]]:
         task = registry()[name]
         for proto in task.protocols.values():
             out.append((task, proto))
+    return out
+
+
+def option_specs(tasks: dict[str, Task] | None = None) -> dict[str, Option]:
+    """Every declared :class:`Option` of the registered tasks by name, in first-declaration order. Two tasks declaring
+    one name differently is a bug in a task (ValueError naming both)."""
+    out: dict[str, Option] = {}
+    owner: dict[str, str] = {}
+    for task in (registry() if tasks is None else tasks).values():
+        for opt in task.options:
+            if not isinstance(opt, Option):
+                continue
+            if opt in out and out[opt].spec() != opt.spec():
+                raise ValueError(f"tasks {owner[opt]} and {task.name} declare the eval option {opt!r} differently")
+            out.setdefault(opt, opt)
+            owner.setdefault(opt, task.name)
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import traceback
@@ -13,7 +12,7 @@ from typing import Any
 from mopro_bench.config import DataRoots, load_user_config, parse_set_args
 from mopro_bench.errors import BenchError
 from mopro_bench.evaluate import DEFAULT_RESULTS_DIR, evaluate
-from mopro_bench.registry import get_task, protocol_fields
+from mopro_bench.registry import Option, get_task, option_specs, positive_int, protocol_fields
 from mopro_bench.runtime import rank, resolve_device
 from mopro_bench.suites import SUITE_HELP, SUITES, expand_tasks, headline
 
@@ -28,28 +27,11 @@ file ([data] in ./mopro-bench.toml or ~/.config/mopro-bench/config.toml). `--set
 constant (of every task that has it; `--set TASK:field=value` for one task); the result's protocol id then gets a
 +hash suffix so it never shares a leaderboard table with the unmodified protocol."""
 
-# options that name a file meant for one task (a split file of VOC07 is not one of Places205)
-ONE_TASK_OPTIONS = ("splits", "save_splits", "head", "save_head", "subset_file")
-# options that belong to one checkpoint (a linear head fitted on its features)
-ONE_CKPT_OPTIONS = ("head", "save_head")
 
 
-def _int_type(minimum: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is not {what}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
-positive_int = _int_type(1, "a positive integer (1 or more)")
-nonnegative_int = _int_type(0, "0 or more")
+def task_option_specs() -> dict[str, Option]:
+    """Every registered task's declared ``eval`` options (``Task.options``), by name."""
+    return option_specs()
 
 
 def add_parser(sub, parents):
@@ -85,17 +67,8 @@ def add_parser(sub, parents):
                    help="allow a checkpoint that needs arbitrary pickled code (only for files you trust)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("task options (each task accepts some of these)")
-    g.add_argument("--splits", help="low-shot: use this splits JSON instead of drawing from --seed")
-    g.add_argument("--save-splits", help="low-shot: write the drawn splits JSON here")
-    g.add_argument("--solver", choices=["torch", "sklearn"], help="low-shot SVM solver (default torch)")
-    g.add_argument("--head", help="robustness/ImageNet: a 1000-way head file written by imagenet_linear")
-    g.add_argument("--subset-file", help="ImageNet semi-supervised: SimCLR-format subset list")
-    g.add_argument("--save-head", help="imagenet_linear: write the trained head here")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from --work-dir")
-    g.add_argument("--num-gpus", type=positive_int, help="detection: processes (GPUs) per machine (default: all visible GPUs)")
-    g.add_argument("--num-machines", type=positive_int, help="detection: machines in a multi-machine run (default 1)")
-    g.add_argument("--machine-rank", type=nonnegative_int, help="detection: this machine's rank, 0..num-machines-1")
-    g.add_argument("--dist-url", help="detection: rendezvous of a multi-machine run, e.g. tcp://HOST0:PORT")
+    for option in task_option_specs().values():  # declared by the tasks themselves (Task.options)
+        option.add_to(g)
     p.set_defaults(func=run)
     return p
 
@@ -162,12 +135,7 @@ def split_overrides(items: list[str] | None, resolved: dict[str, Any]) -> dict[s
 
 
 def _options(args) -> dict[str, Any]:
-    opts = {
-        "splits": args.splits, "save_splits": args.save_splits, "solver": args.solver, "head": args.head,
-        "subset_file": args.subset_file, "save_head": args.save_head, "resume": args.resume,
-        "num_gpus": args.num_gpus, "num_machines": args.num_machines, "machine_rank": args.machine_rank,
-        "dist_url": args.dist_url,
-    }
+    opts = {name: getattr(args, name, None) for name in task_option_specs()}
     return {k: v for k, v in opts.items() if v is not None and v is not False}
 
 
@@ -272,13 +240,14 @@ def run_many(args, ckpts: list[str], specs: list[str], names: list[str]) -> int:
             get_task(s, overrides[s])
     options = _options(args)
     takers = {o: [s for s, r in resolved.items() if o in r.task.options] for o in options}
+    declared = task_option_specs()
     for o, ts in takers.items():
         if not ts:
             raise BenchError(f"{_flag(o)} does not apply to any task of this run", "drop it")
-        if o in ONE_TASK_OPTIONS and len(ts) > 1:
+        if declared[o].one_task and len(ts) > 1:
             raise BenchError(f"{_flag(o)} would apply to {len(ts)} tasks ({', '.join(ts)})",
                              "run those tasks one at a time with their own file")
-        if o in ONE_CKPT_OPTIONS and len(ckpts) > 1:
+        if declared[o].one_checkpoint and len(ckpts) > 1:
             raise BenchError(f"{_flag(o)} belongs to one checkpoint but this run has {len(ckpts)}",
                              "run each checkpoint with its own head file")
     for flag, value in (("--out", args.out), ("--work-dir", args.work_dir)):

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json, atomic_write_text, sha256_file, sha256_json
-from mopro_bench.registry import Protocol, RunContext, Task, TaskOutput
+from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput, nonnegative_int, positive_int
 
 INSTALL_FIX = "install detectron2 with `make setup-detection` (see the detection section of the README)"
 SELECTION = "final model after the whole schedule (no checkpoint selection); evaluated once on val2017"
@@ -159,7 +159,13 @@ class CocoMaskRCNN(Task):
     default_protocol = "mopro"
     metrics = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl",
                "segm_AP", "segm_AP50", "segm_AP75", "segm_APs", "segm_APm", "segm_APl")
-    options = ("resume", "num_gpus", "num_machines", "machine_rank", "dist_url")
+    options = (
+        Option("resume", "continue an interrupted run from --work-dir", flag=True),
+        Option("num_gpus", "detection: processes (GPUs) per machine (default: all visible GPUs)", type=positive_int),
+        Option("num_machines", "detection: machines in a multi-machine run (default 1)", type=positive_int, default=1),
+        Option("machine_rank", "detection: this machine's rank, 0..num-machines-1", type=nonnegative_int),
+        Option("dist_url", "detection: rendezvous of a multi-machine run, e.g. tcp://HOST0:PORT"),
+    )
 
     def run(self, model, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         from mopro_bench.data.coco import coco_files, load_instances

@@ -69,7 +69,7 @@ from mopro_bench.errors import BenchError
 from mopro_bench.features import checkpoint_identity, extract_features
 from mopro_bench.io import sha256_lines
 from mopro_bench.metrics.classification import topk_accuracy
-from mopro_bench.registry import Protocol, RunContext, Task, TaskOutput
+from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
 from mopro_bench.runtime import all_gather_cat
 from mopro_bench.tasks.imagenet.finetune import (
     ParamGroup,
@@ -455,7 +455,10 @@ class _ImageNetSemiSup(Task):
     data_kind = "imagenet"
     default_protocol = "mopro"
     metrics = TRAIN_METRICS
-    options = ("subset_file", "resume")
+    options = (
+        Option("subset_file", "ImageNet semi-supervised: SimCLR-format subset list", one_task=True),
+        Option("resume", "continue an interrupted run from --work-dir", flag=True),
+    )
     fraction: ClassVar[float]
 
     def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
@@ -605,7 +608,10 @@ class ImageNetLinear(Task):
     }
     default_protocol = "moco"
     metrics = TRAIN_METRICS
-    options = ("save_head", "resume")
+    options = (
+        Option("save_head", "imagenet_linear: write the trained head here", one_task=True, one_checkpoint=True),
+        Option("resume", "continue an interrupted run from --work-dir", flag=True),
+    )
 
     def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         _check_sizes(protocol)
@@ -727,7 +733,10 @@ class ImageNetVal(Task):
     default_protocol = "mopro"
     metrics = ("top1", "top5")
     needs_classifier = True
-    options = ("head",)
+    options = (
+        Option("head", "robustness/ImageNet: a 1000-way head file written by imagenet_linear", one_task=True,
+               one_checkpoint=True),
+    )
 
     def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         p: ValProtocol = protocol  # type: ignore[assignment]

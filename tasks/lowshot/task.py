@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mopro_bench.registry import Protocol, RunContext, Task, TaskOutput
+from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
 from mopro_bench.tasks.lowshot.engine import LowShotEngine
 from mopro_bench.tasks.lowshot.places import PlacesLowShotData
 from mopro_bench.tasks.lowshot.protocols import (
@@ -52,7 +52,11 @@ class VOCLowShot(Task):
     default_protocol = "mopro"
     metrics = ("mAP_k1", "mAP_k2", "mAP_k4", "mAP_k8", "mAP_k16", "mAP_k32", "mAP_k64", "mAP_k96")  # k > 16: goyal19
     higher_is_better = {}
-    options = ("splits", "save_splits", "solver")
+    options = (
+        Option("splits", "low-shot: use this splits JSON instead of drawing from --seed", one_task=True),
+        Option("save_splits", "low-shot: write the drawn splits JSON here", one_task=True),
+        Option("solver", "low-shot SVM solver (default torch)", choices=("torch", "sklearn"), default="torch"),
+    )
 
     def run(self, model, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         proto: VOCLowShotProtocol = protocol  # type: ignore[assignment]
@@ -69,7 +73,11 @@ class PlacesLowShot(Task):
     default_protocol = "mopro"
     metrics = ("top1_k1", "top1_k2", "top1_k4", "top1_k8", "top1_k16")
     higher_is_better = {}
-    options = ("splits", "save_splits", "solver")
+    options = (
+        Option("splits", "low-shot: use this splits JSON instead of drawing from --seed", one_task=True),
+        Option("save_splits", "low-shot: write the drawn splits JSON here", one_task=True),
+        Option("solver", "low-shot SVM solver (default torch)", choices=("torch", "sklearn"), default="torch"),
+    )
 
     def run(self, model, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         proto: PlacesLowShotProtocol = protocol  # type: ignore[assignment]

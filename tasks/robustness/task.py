@@ -44,7 +44,7 @@ from mopro_bench.data.imagenet_ra import OFFICIAL_SIZES as RA_SIZES
 from mopro_bench.errors import BenchError
 from mopro_bench.io import sha256_lines
 from mopro_bench.metrics import calibration as cal
-from mopro_bench.registry import Protocol, RunContext, Task, TaskOutput
+from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
 from mopro_bench.resources import imagenet1k_wnids, imagenet_a_wnids, imagenet_r_wnids
 
 METRICS = ("top1", "calib_rms", "ece15", "nll", "brier")
@@ -251,7 +251,10 @@ class _CalibrationTask(Task):
     metrics = METRICS
     higher_is_better = HIGHER_IS_BETTER
     needs_classifier = True
-    options = ("head",)
+    options = (
+        Option("head", "robustness/ImageNet: a 1000-way head file written by imagenet_linear", one_task=True,
+               one_checkpoint=True),
+    )
     default_protocol = "hendrycks"
     official_size: int = 0  # images in the complete dataset (a smaller one is flagged as partial)
 
