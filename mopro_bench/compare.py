@@ -49,18 +49,17 @@ from typing import Any
 import numpy as np
 
 from mopro_bench.errors import BenchError
-from mopro_bench.leaderboard import (
+from mopro_bench.leaderboard.model import is_companion, lower_is_better_guess, natural_key, task_info
+from mopro_bench.metrics import stats
+from mopro_bench.results import (
     data_fingerprint,
-    is_companion,
     load_records,
-    lower_is_better_guess,
-    natural_key,
+    pairing_key,
     protocol_key,
-    task_info,
+    read_record,
+    run_data_key,
     task_matches,
 )
-from mopro_bench.metrics import stats
-from mopro_bench.results import pairing_key, read_record, run_data_key
 
 # a per-image recomputation may differ from the recorded metric by rounding only; more means a definition mismatch
 RECOMPUTE_TOLERANCE = 0.05

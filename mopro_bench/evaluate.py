@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +22,20 @@ import torch
 from mopro_bench.checkpoints import LoadedCheckpoint, load_checkpoint
 from mopro_bench.data import is_synthetic
 from mopro_bench.errors import BenchError
-from mopro_bench.io import (
-    atomic_write_json,
-    check_dir_creatable,
-    check_writable_dir,
-    check_writable_file,
-    sha256_file,
-    sha256_json,
-)
+from mopro_bench.io import check_dir_creatable, check_writable_dir, check_writable_file, sha256_file
 from mopro_bench.registry import RunContext, get_task
-from mopro_bench.results import FILE_OPTIONS, NON_IDENTITY_OPTIONS, build_record, record_path, slug, write_record
+from mopro_bench.results import (
+    DEFAULT_RESULTS_DIR,
+    build_record,
+    identity_options,
+    option_files,
+    pre_run_key,
+    pre_run_stem,
+    record_path,
+    write_outputs,
+)
 from mopro_bench.runtime import rank, seed_everything
 
-DEFAULT_RESULTS_DIR = Path("leaderboards/results")
 # eval options naming files the run *writes* (checked before the run)
 OUTPUT_OPTIONS = ("save_splits", "save_head")
 
@@ -163,55 +163,7 @@ def check_outputs(results_dir: Path, out: str | Path | None, work_dir: str | Pat
             check_writable_file(options[name], "--" + name.replace("_", "-"))
 
 
-def _save_fallback(record: dict[str, Any], name: str) -> Path | None:
-    """Keep a record that could not be written where it was asked for (``$TMPDIR/mopro-bench-unsaved/``)."""
-    for folder in (Path(tempfile.gettempdir()) / "mopro-bench-unsaved", Path.home() / ".cache" / "mopro-bench-unsaved"):
-        try:
-            return atomic_write_json(folder / name, record)
-        except OSError:
-            continue
-    return None
-
-
-def _write_outputs(record: dict[str, Any], path: Path, out: str | Path | None) -> None:
-    try:
-        write_record(record, path)
-    except OSError as e:
-        kept = _save_fallback(record, path.name)
-        where = f"the record was saved to {kept}" if kept else "it could not be saved anywhere (printed below)"
-        if kept is None:
-            import json
-
-            print(json.dumps(record), file=sys.stderr)
-        raise BenchError(f"could not write the result record {path} ({e.strerror or e}); {where}",
-                         f"copy it into {path.parent} once that is writable") from None
-    if out:
-        try:
-            atomic_write_json(out, record)
-        except OSError as e:
-            raise BenchError(f"could not write --out {out} ({e.strerror or e}); the record is in {path}",
-                             f"copy {path} where you need it") from None
-
-
-# --------------------------------------------------------------------------------------------------- identity
-
-
-def option_files(options: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """``{option: {path, sha256}}`` for the eval options that name input files (hashed by content)."""
-    files = {}
-    for name in FILE_OPTIONS:
-        value = options.get(name)
-        if not value:
-            continue
-        p = Path(str(value)).expanduser()
-        if not p.is_file():
-            raise BenchError(f"--{name.replace('_', '-')} {value}: no such file", "check the path")
-        files[name] = {"path": str(p.resolve()), "sha256": sha256_file(p)}
-    return files
-
-
-def identity_options(options: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in sorted(options.items()) if k not in FILE_OPTIONS and k not in NON_IDENTITY_OPTIONS}
+# --------------------------------------------------------------------------------------------------- artifacts
 
 
 def _retarget(obj: Any, old: str, new: str) -> Any:
@@ -290,11 +242,10 @@ def evaluate(
     ck_rec = ck.record()
     # pre-run name: everything known before the run (the image content is known only after it); artifacts and the
     # default work dir use it, so an interrupted run resumes in the same place
-    pre_key = sha256_json({"task": task.name, "protocol": [resolved.protocol_id, protocol.version, params],
-                           "checkpoint": [ck.sha256, ck_rec.get("select")], "options": exp_options,
-                           "files": {k: v["sha256"] for k, v in files.items()}, "seed": seed,
-                           "data": [task.data_kind, str(data_root.resolve())]})[:12]
-    pre_stem = results_dir / slug(resolved.protocol_id) / f"{slug(ck.name)}-{(ck.sha256 or 'nohash')[:8]}-{pre_key}-seed{seed}"
+    pre_key = pre_run_key(task=task.name, protocol_id=resolved.protocol_id, version=protocol.version, params=params,
+                          sha256=ck.sha256, select=ck_rec.get("select"), options=exp_options, files=files, seed=seed,
+                          data_kind=task.data_kind, data_root=data_root)
+    pre_stem = pre_run_stem(results_dir, resolved.protocol_id, ck.name, ck.sha256, pre_key, seed)
     ctx = RunContext(
         device=torch.device(device) if isinstance(device, str) else device,
         seed=seed, workers=workers, cache_dir=Path(cache_dir), artifact_prefix=Path(str(pre_stem) + ".run"),
@@ -343,5 +294,5 @@ def evaluate(
             record["artifacts"] = _move_artifacts(record["artifacts"], ctx.artifact_prefix, final_prefix)
             for part in ("details", "data"):  # where a task noted an artifact's path (never part of the identity)
                 record[part] = _retarget(record[part], str(ctx.artifact_prefix), str(final_prefix))
-        _write_outputs(record, path, out)
+        write_outputs(record, path, out)
     return EvalOutcome(record, path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from mopro_bench.io import atomic_write_text, check_writable_file
-from mopro_bench.leaderboard import DEFAULT_RESULTS_DIR
 from mopro_bench.metrics.stats import DEFAULT_ALPHA, DEFAULT_N_BOOT
+from mopro_bench.results import DEFAULT_RESULTS_DIR
 
 HELP = "compare two checkpoints or result files task by task, with uncertainty"
 DESCRIPTION = """Compare A and B on every task@protocol both were evaluated on. A and B are result files (*.json), or

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from mopro_bench.leaderboard import DEFAULT_OUT_DIR, DEFAULT_PUBLISHED, DEFAULT_RESULTS_DIR, make_leaderboard
+from mopro_bench.leaderboard import DEFAULT_OUT_DIR, DEFAULT_PUBLISHED, make_leaderboard
+from mopro_bench.results import DEFAULT_RESULTS_DIR
 
 HELP = "render tables and plots from a directory of result records"
 DESCRIPTION = """Build one table per task@protocol from the result records in RESULTS_DIR: rows are checkpoints (name +
 short SHA-256), columns the task's metrics, cells the mean ± std over seeds (or, for a single record, the task's
-own spread such as the low-shot split draws). Published numbers (leaderboards/published.csv) appear beside the
+own spread such as the low-shot split draws). Published numbers (mopro_bench/resources/published.csv) appear beside the
 measured rows, marked `published†` with their source, and only in the table of the exact protocol they were
 published under; a protocol whose constants were changed (`task@proto+hash`) or whose definition changed gets a
 table of its own. A row is one experiment (`experiment.key`: checkpoint bytes, head file, options, data content),

@@ -176,9 +176,9 @@ def test_suites_and_task_lists():
     # the paper's transfer table: every protocol id the repository's published.csv holds MoPro numbers under
     import csv
 
-    from tests.conftest import REPO
+    from mopro_bench.leaderboard import DEFAULT_PUBLISHED
 
-    rows = list(csv.DictReader((REPO / "leaderboards" / "published.csv").open(encoding="utf-8")))
+    rows = list(csv.DictReader(DEFAULT_PUBLISHED.open(encoding="utf-8")))
     mopro_ids = {r["protocol_id"] for r in rows if r["model"].startswith("MoPro")}
     assert mopro_ids and mopro_ids <= set(SUITES["mopro-transfer"])
     rec = {"metrics": {"mAP_k1": 1.0, "mAP_k1_std": 0.1, "mAP_k4": 4.0, "mAP_k2": 2.0}}

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mopro_bench.leaderboard import Cell, Row, Table
-from mopro_bench.plots_leaderboard import pooled_reliability, reliability_figure
+from mopro_bench.leaderboard.plots import pooled_reliability, reliability_figure
 
 INSTALL = "install Chromium: `apt-get install -y chromium` (Debian/Ubuntu, as root; `make setup` does it when it can)"
 TAB10_BLUE = (31, 119, 180)  # the first checkpoint's colour in every leaderboard figure

@@ -11,7 +11,8 @@ import pytest
 
 from mopro_bench import leaderboard as lb
 from mopro_bench.errors import BenchError
-from mopro_bench.results import build_record, record_path, write_record
+from mopro_bench.leaderboard.model import task_info
+from mopro_bench.results import build_record, load_records, record_path, write_record
 
 KS = (1, 2, 4, 8, 16)
 SHA_A = "a1" * 32
@@ -23,7 +24,7 @@ VOC_DATA = {"root": "/data/voc", "kind": "voc07", "splits_sha256": "5eed", "comp
 @pytest.fixture(autouse=True)
 def _fast_records(monkeypatch):
     """build_record asks git and torch for provenance; the tests need neither."""
-    import mopro_bench.results as results
+    import mopro_bench.results.store as results
 
     monkeypatch.setattr(results, "git_sha", lambda: "test")
     monkeypatch.setattr(results, "environment", lambda: {"python": "3", "torch": "x"})
@@ -72,7 +73,7 @@ def only_table(tables, pid):
 
 
 def test_cells_are_mean_and_std_over_seeds_or_within_run(results_dir):
-    loaded = lb.load_records(results_dir)
+    loaded = load_records(results_dir)
     assert len(loaded.records) == 4
     t = only_table(lb.build_tables(loaded.records), "voc_lowshot@mopro")
     assert t.metrics == [f"mAP_k{k}" for k in KS]  # natural order, `_std` companions are not columns
@@ -96,7 +97,7 @@ def test_lower_is_better_metrics_pick_the_smallest_as_best(tmp_path):
     kw = dict(task="imagenet_r", pid="imagenet_r@hendrycks", data={"kind": "imagenet-r", "complete": True})
     put(root, make_record(metrics={"top1": 50.0, "calib_rms": 9.0}, **kw))
     put(root, make_record(name="other", sha=SHA_B, metrics={"top1": 40.0, "calib_rms": 4.0}, **kw))
-    t = lb.build_tables(lb.load_records(root).records)[0]
+    t = lb.build_tables(load_records(root).records)[0]
     assert t.higher_is_better == {"top1": True, "calib_rms": False}
     assert t.best("top1") == 50.0 and t.best("calib_rms") == 4.0
     assert "calib_rms ↓" in lb.render_markdown([t])
@@ -107,7 +108,7 @@ def test_stale_schema_record_is_refused_naming_file_and_fix(results_dir, cli, tm
     rec = json.loads(next(results_dir.rglob("*.json")).read_text())
     stale.write_text(json.dumps({**rec, "schema_version": 0}))
     with pytest.raises(BenchError, match=r"old-00000000-seed0.json: result schema version 0, this suite reads version 2"):
-        lb.load_records(results_dir)
+        load_records(results_dir)
     code, out, err = cli("leaderboard", "--results-dir", results_dir, "--out-dir", tmp_path / "lb")
     lines = [ln for ln in err.splitlines() if not ln.startswith("warning:")]
     assert code == 2 and out == "" and len(lines) == 1
@@ -125,14 +126,14 @@ def test_invalid_record_and_non_record_json(tmp_path):
     (good.parent / (good.stem + ".splits.json")).write_text(json.dumps({"k1": [[1, 2]]}))
     (good.parent / (good.stem + ".work")).mkdir()
     (good.parent / (good.stem + ".work") / "state-seed0.json").write_text("{broken")
-    loaded = lb.load_records(root)
+    loaded = load_records(root)
     assert [p for p, _ in loaded.records] == [good] and len(loaded.skipped) == 1
     bad = json.loads(good.read_text())
     bad["metrics"]["mAP_k1"] = "high"
     (root / "bad-seed0.json").write_text(json.dumps(bad))
     (root / "trunc-seed1.json").write_text("{")
     with pytest.raises(BenchError) as e:
-        lb.load_records(root)
+        load_records(root)
     assert "bad-seed0.json: invalid result record at metrics/mAP_k1" in str(e.value)
     assert "(and 1 more invalid record(s))" in str(e.value)
 
@@ -155,7 +156,7 @@ def test_published_rows_are_kept_apart(results_dir, tmp_path):
     )
     put(results_dir, make_record(pid="voc_lowshot@mopro+deadbeef", metrics=lowshot_metrics(1.0)))
     published = lb.load_published(pub)
-    tables = lb.build_tables(lb.load_records(results_dir).records, published)
+    tables = lb.build_tables(load_records(results_dir).records, published)
     t = only_table(tables, "voc_lowshot@mopro")
     (p,) = t.published
     assert p.kind == "published" and p.sources == ["Paper (2021) Table 2"] and p.cells["mAP_k1"].mean == 99.5
@@ -177,7 +178,7 @@ def test_published_rows_are_kept_apart(results_dir, tmp_path):
     html = lb.render_html(tables)
     assert "<tr class='published'" in html and "<tr class='measured'" in html
     # --all-published adds tables for protocols without results
-    tables = lb.build_tables(lb.load_records(results_dir).records, published, all_published=True)
+    tables = lb.build_tables(load_records(results_dir).records, published, all_published=True)
     assert only_table(tables, "places_lowshot@mopro").measured == []
 
 
@@ -200,7 +201,7 @@ def test_protocol_mismatch_gives_separate_tables(tmp_path):
     put(root, make_record(name="changed", sha=SHA_B, metrics={"mAP_k1": 70.0}, params={"cost": 1.0}))
     put(root, make_record(name="v2", sha="c3" * 32, metrics={"mAP_k1": 80.0}, version="2"))
     put(root, make_record(name="override", sha="d4" * 32, pid="voc_lowshot@mopro+12345678", metrics={"mAP_k1": 90.0}))
-    tables = lb.build_tables(lb.load_records(root).records)
+    tables = lb.build_tables(load_records(root).records)
     by_rows = {tuple(r.name for r in t.measured): t for t in tables}
     assert set(by_rows) == {("mopro-r50",), ("changed",), ("v2",), ("override",)}
     assert all(len(t.measured) == 1 for t in tables)
@@ -220,7 +221,7 @@ def test_different_data_are_different_rows(tmp_path):
     synth = {**VOC_DATA, "lists": {"trainval": "44" * 32, "test": "55" * 32}, "synthetic": True, "complete": False,
              "complete_note": "generated data"}
     put(root, make_record(seed=3, metrics={"mAP_k1": 5.0}, data=synth))
-    t = lb.build_tables(lb.load_records(root).records)[0]
+    t = lb.build_tables(load_records(root).records)[0]
     assert [(r.label, len(r.seeds), r.complete) for r in t.measured] == [
         ("mopro-r50", 2, True), ("mopro-r50", 1, True), ("mopro-r50 (synthetic data)", 1, False)]
     assert t.measured[0].cells["mAP_k1"].mean == pytest.approx(61.0)
@@ -232,10 +233,10 @@ def test_different_data_are_different_rows(tmp_path):
 
 def test_task_filter(results_dir):
     put(results_dir, make_record(task="imagenet_r", pid="imagenet_r@hendrycks", metrics={"top1": 50.0}, data={}))
-    recs = lb.load_records(results_dir).records
+    recs = load_records(results_dir).records
     assert {t.protocol_id for t in lb.build_tables(recs, task="imagenet_r")} == {"imagenet_r@hendrycks"}
     assert {t.protocol_id for t in lb.build_tables(recs, task="voc_lowshot@mopro")} == {"voc_lowshot@mopro"}
-    assert len(lb.load_records(results_dir, task="imagenet_r").records) == 1
+    assert len(load_records(results_dir, task="imagenet_r").records) == 1
 
 
 def test_cli_writes_markdown_csv_html_and_plots(results_dir, cli, tmp_path):
@@ -262,10 +263,10 @@ def test_cli_writes_markdown_csv_html_and_plots(results_dir, cli, tmp_path):
 def test_repository_published_csv():
     """The shipped published numbers: every row parses, names a task the suite registers, and holds the values of
     the MoPro paper / README (the ones the issue lists)."""
-    import tomllib
+    from mopro_bench.registry import BUILTIN_TASKS
 
     rows = lb.load_published(lb.DEFAULT_PUBLISHED)
-    tasks = tomllib.loads((lb.REPO_ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["mopro_bench.tasks"]
+    tasks = BUILTIN_TASKS  # built-in tasks are listed in code (pyproject no longer lists them)
     assert {r.protocol_id.split("@")[0] for r in rows} <= set(tasks)
     got = {(r.model, r.protocol_id, r.metric): r.value for r in rows}
     assert len(got) == len(rows)  # no duplicates
@@ -287,13 +288,13 @@ def test_repository_published_csv():
     assert got["MoPro V1", "coco_maskrcnn@mopro", "bbox_AP"] == 39.7
     # metric names must be ones the registered task reports, where the task is importable here
     for r in rows:
-        metrics, _ = lb.task_info(r.protocol_id.split("@")[0])
+        metrics, _ = task_info(r.protocol_id.split("@")[0])
         if metrics:
             assert r.metric in metrics, (r.protocol_id, r.metric)
 
 
 def test_data_fingerprint_ignores_locations_but_not_content():
-    from mopro_bench.leaderboard import data_fingerprint
+    from mopro_bench.results import data_fingerprint
 
     fp = {"imagenet/val": {"sha256": "f1", "n": 2}}
     counts = {"val": {"found": 2, "official": 50000}}

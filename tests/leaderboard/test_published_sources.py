@@ -1,6 +1,6 @@
-"""leaderboards/published.csv keeps to its rule: every row names a primary source it was checked against (or says it
-was not), a status, a registered protocol id and a metric that protocol's task reports -- so a published row can be
-reproduced under its protocol id by construction."""
+"""The shipped published.csv (package data, mopro_bench/resources/) keeps to its rule: every row names a primary
+source it was checked against (or says it was not), a status, a registered protocol id and a metric that protocol's
+task reports -- so a published row can be reproduced under its protocol id by construction."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from mopro_bench.errors import BenchError
+from mopro_bench.leaderboard import DEFAULT_PUBLISHED
 from mopro_bench.registry import get_task, registry
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
-PUBLISHED = REPO / "leaderboards" / "published.csv"
+PUBLISHED = DEFAULT_PUBLISHED
 COLUMNS = ["kind", "model", "arch", "pretrain_data", "protocol_id", "metric", "value", "source", "note", "status"]
 # a repository file at a commit, with the section/table the number is in
 REPO_SOURCE = re.compile(r"^github\.com/[\w.-]+/[\w.-]+ [\w./-]+\.md @[0-9a-f]{7,40}, (section|table) '[^']+'")

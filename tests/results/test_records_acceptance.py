@@ -105,6 +105,7 @@ def test_mixed_sequence_never_mislabels_a_number(synth_root, tmp_path, monkeypat
     assert not expected
     # and the leaderboard shows three experiments, none pooled with another
     from mopro_bench import leaderboard as lb
+    from mopro_bench.results import load_records
 
-    (t,) = lb.build_tables(lb.load_records(res).records)
+    (t,) = lb.build_tables(load_records(res).records)
     assert sorted(len(r.seeds) for r in t.measured) == [1, 1, 1] and len({r.experiment for r in t.measured}) == 3

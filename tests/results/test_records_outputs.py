@@ -109,7 +109,7 @@ def test_leaderboard_and_compare_check_outputs_first(tmp_path, cli):
 
 
 def test_record_kept_in_a_fallback_file_when_the_final_write_fails(tmp_path, monkeypatch):
-    from mopro_bench import evaluate as ev
+    from mopro_bench.results import store as ev
 
     rec = make_record()
 
@@ -119,7 +119,7 @@ def test_record_kept_in_a_fallback_file_when_the_final_write_fails(tmp_path, mon
     monkeypatch.setattr(ev, "write_record", refuse)
     monkeypatch.setattr(ev.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     with pytest.raises(BenchError) as e:
-        ev._write_outputs(rec, tmp_path / "res" / "x-seed0.json", None)
+        ev.write_outputs(rec, tmp_path / "res" / "x-seed0.json", None)
     kept = tmp_path / "tmp" / "mopro-bench-unsaved" / "x-seed0.json"
     assert f"the record was saved to {kept}" in e.value.message and "Permission denied" in e.value.message
     assert json.loads(kept.read_text()) == rec

@@ -13,7 +13,7 @@ import pytest
 from mopro_bench import leaderboard as lb
 from mopro_bench.compare import Side, compare
 from mopro_bench.errors import BenchError
-from mopro_bench.results import read_record, record_path, validate_record, write_record
+from mopro_bench.results import load_records, read_record, record_path, validate_record, write_record
 from tests.leaderboard.test_leaderboard_tables import SHA_B, VOC_DATA, _fast_records, make_record, put  # noqa: F401 (fixture)
 
 RUNS = [14.0, 16.0, 17.4]  # mean 15.8, as in reliability case 59
@@ -41,7 +41,7 @@ def test_non_finite_metric_is_refused_on_write_and_on_read(tmp_path, value):
         read_record(path)
     code_msg = pytest.raises(BenchError, match="metrics/mAP_k1")
     with code_msg:
-        lb.load_records(tmp_path)
+        load_records(tmp_path)
 
 
 def test_non_finite_details_become_null_not_nan_tokens(tmp_path):
@@ -55,13 +55,13 @@ def test_metric_edited_away_from_its_runs_is_refused_and_views_agree(tmp_path, c
     """Case 59: mAP_k1 edited to 99 with per_run left: before, leaderboard showed 99.00 and compare 15.80."""
     a = put(tmp_path, lowshot_record())
     b = put(tmp_path, make_record(name="b", sha=SHA_B, metrics={"mAP_k1": 20.0}, details={"per_run": {"mAP_k1": [19, 21]}}))
-    t = lb.build_tables(lb.load_records(tmp_path).records)[0]
+    t = lb.build_tables(load_records(tmp_path).records)[0]
     rep = compare(Side("A", [read_record(a)]), Side("B", [read_record(b)]))
     row = {r.name: r for r in t.measured}["mopro-r50"]
     assert row.cells["mAP_k1"].mean == pytest.approx(rep.rows[0].a) == pytest.approx(15.8)  # one number, two views
     edit(a, lambda r: r["metrics"].update(mAP_k1=99.0))
     with pytest.raises(BenchError) as e:
-        lb.load_records(tmp_path)
+        load_records(tmp_path)
     assert f"{a}: metrics/mAP_k1 = 99 contradicts details/per_run/mAP_k1 (mean 15.8 over 3 runs)" in e.value.message
     code, out, err = cli("leaderboard", "--results-dir", tmp_path, "--no-write", "--no-published")
     assert code == 2 and out == "" and "contradicts details/per_run/mAP_k1" in err and "Traceback" not in err
@@ -113,7 +113,7 @@ def test_folders_and_broken_links_named_json_are_skipped(tmp_path, cli):
     good = put(tmp_path, lowshot_record())
     (tmp_path / "voc_lowshot@mopro" / "x-seed0.json").mkdir()
     (tmp_path / "voc_lowshot@mopro" / "y-seed0.json").symlink_to(tmp_path / "nowhere.json")
-    loaded = lb.load_records(tmp_path)
+    loaded = load_records(tmp_path)
     assert [p for p, _ in loaded.records] == [good] and len(loaded.unreadable) == 2
     code, out, err = cli("leaderboard", "--results-dir", tmp_path, "--no-write", "--no-published")
     assert code == 0 and "| mopro-r50 |" in out
@@ -134,7 +134,7 @@ def test_partial_rows_apart_and_unverified_published_marked(tmp_path):
     pub.write_text(",".join(lb.PUBLISHED_COLUMNS) + ",status\n"
                    "published,Paper,ResNet-50,WebVision V1,voc_lowshot@mopro,mAP_k1,59.5,Paper Table 2,,verified\n"
                    "published,Other,ResNet-50,ImageNet,voc_lowshot@mopro,mAP_k1,47.9,Other Table 1,,unverified\n")
-    tables = lb.build_tables(lb.load_records(tmp_path).records, lb.load_published(pub))
+    tables = lb.build_tables(load_records(tmp_path).records, lb.load_published(pub))
     (t,) = tables
     assert [r.name for r in t.partial] == ["small-voc"] and t.best("mAP_k1") == 60.0  # 90 is not "best"
     md = lb.render_markdown(tables)

@@ -1,6 +1,6 @@
 """Leaderboard figures: low-shot curves of several checkpoints, a calibration comparison, reliability small multiples.
 
-Both are drawn from :class:`mopro_bench.leaderboard.Table` objects, so they show exactly what the tables show:
+Both are drawn from :class:`mopro_bench.leaderboard.model.Table` objects, so they show exactly what the tables show:
 measured rows as solid lines / filled markers with error bars (the cell's ± spread), published rows as dashed lines
 / hollow stars labelled "(published)". Files are written atomically next to the tables.
 """
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from mopro_bench.io import atomic_save_with
-from mopro_bench.leaderboard import Row, Table
+from mopro_bench.leaderboard.model import Row, Table
 
 LOWSHOT_METRIC = re.compile(r"^(?P<base>.+)_k(?P<k>\d+)$")
 ACCURACY_NAMES = ("top1", "acc", "accuracy")
