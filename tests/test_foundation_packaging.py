@@ -1,4 +1,5 @@
-"""The package maps pretrain/ and tasks/ into mopro_bench.*, in editable and in regular (wheel) installs."""
+"""The package maps pretrain/ and tasks/ into mopro_bench.*, in editable and in regular (wheel) installs; its data files
+(class lists, published.csv) ship inside it."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def test_wheel_contains_mapped_packages_and_class_lists(tmp_path):
     wheel = next(tmp_path.glob("mopro_bench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("mopro_bench/pretrain/__init__.py", "mopro_bench/tasks/__init__.py", "mopro_bench/cli.py",
-                   "mopro_bench/resources/imagenet1k_wnids.txt", "mopro_bench/resources/imagenet_r_wnids.txt"):
+                   "mopro_bench/resources/imagenet1k_wnids.txt", "mopro_bench/resources/imagenet_r_wnids.txt",
+                   "mopro_bench/resources/published.csv", "mopro_bench/results/__init__.py",
+                   "mopro_bench/leaderboard/__init__.py"):
         assert needed in names, needed
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
@@ -43,3 +46,11 @@ def test_wheel_contains_mapped_packages_and_class_lists(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert str(target) in out.stdout and out.stdout.strip().endswith("1000")
+    # the published numbers ship as package data: the leaderboard's default file is the installed copy and loads
+    code = ("from mopro_bench.leaderboard import DEFAULT_PUBLISHED, load_published; "
+            "print(DEFAULT_PUBLISHED); print(len(load_published(DEFAULT_PUBLISHED)))")
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    where, n = out.stdout.split()
+    assert where.startswith(str(target)) and int(n) > 0
