@@ -1,24 +1,23 @@
 """``mopro-bench`` command line: one parser, one sub-command module each, one error path.
 
 Every sub-command lives in ``mopro_bench/commands/<name>.py`` with ``add_parser(subparsers, parents)`` and a
-``run(args) -> int`` set as ``args.func``. A :class:`BenchError` is printed as one line (``error: ... -- fix: ...``)
-with exit code 2; any other exception is a bug and keeps its traceback (exit 1).
+``run(args) -> int`` set as ``args.func``; :data:`mopro_bench.commands.COMMANDS` (a plug-in registry) lists them.
+A :class:`BenchError` is printed as one line (``error: ... -- fix: ...``) with exit code 2; any other exception is a
+bug and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
 from mopro_bench import __version__
+from mopro_bench.commands import BUILTIN_COMMANDS
+from mopro_bench.commands import COMMANDS as COMMAND_REGISTRY
 from mopro_bench.errors import BenchError, unwrap_error
 
-COMMANDS = (
-    "pretrain", "noise_clean", "retrain", "eval", "tasks", "inspect", "export", "data", "leaderboard",
-    "compare", "demo", "env", "zoo",
-)
+COMMANDS = BUILTIN_COMMANDS  # sub-command module names, in --help order (the registry: mopro_bench.commands.COMMANDS)
 
 GLOBAL_DEFAULTS = {"device": "auto", "seed": 0, "workers": None, "cache_dir": None}
 
@@ -54,9 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     parents = [global_options(suppress=True)]
-    for name in COMMANDS:
-        module = importlib.import_module(f"mopro_bench.commands.{name}")
-        module.add_parser(sub, parents)
+    for _name, add_parser in COMMAND_REGISTRY.items():
+        add_parser(sub, parents)
     return parser
 
 
