@@ -18,7 +18,8 @@ Built-ins are listed in code (a lazy "module:attr" string costs nothing until us
 third-party packages. A name registered twice is refused (``replace=True`` overrides, for tests); a third-party entry
 point whose name clashes with a built-in is skipped with a warning.
 
-This module is at the registry layer: it imports only ``mopro_bench.errors`` and the standard library.
+This module is in the base layer: it imports only ``mopro_bench.errors`` and the standard library, so core modules
+(checkpoint formats, dataset layouts) can hold registries.
 """
 
 from __future__ import annotations
