@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from mopro_bench.data.check import KINDS
+from mopro_bench.data import KINDS
 
 HELP = "check a dataset layout or generate a small one in the same layout"
 

@@ -1,9 +1,12 @@
-"""Dataset layouts: one loader module per layout, plus ``check`` and ``synth``.
+"""Dataset layouts: one module per on-disk layout, each a one-file plug-in, plus the shared machinery.
 
-``voc`` (VOC07), ``places`` (Places205), ``imagenet`` (ImageNet folders + SimCLR subsets), ``imagenet_ra``
-(ImageNet-R/-A), ``webvision`` (WebVision lists, noisy-data training set), ``coco`` (detectron2's datasets/coco),
-``check`` (``mopro-bench data check``), ``synth`` + ``render`` (``mopro-bench data synth``), ``common`` (decoding,
-transforms, ``ImageList``).
+A layout module holds its loader, its ``check``, its ``synth`` generator, its official sizes and its kind name(s) in a
+:class:`~mopro_bench.data.layout.DatasetLayout`: ``voc`` (voc07), ``places`` (places205), ``imagenet`` (imagenet +
+SimCLR subsets), ``imagenet_ra`` (imagenet-r, imagenet-a), ``webvision`` (WebVision lists, noisy-data training set),
+``coco`` (detectron2's datasets/coco). :data:`DATASETS` registers them (one lazy line each in
+:data:`BUILTIN_DATASETS`). Shared machinery: ``check`` (``CheckReport`` and the ``mopro-bench data check`` driver),
+``synth`` + ``render`` (the ``mopro-bench data synth`` driver, image drawing), ``common`` (decoding, transforms,
+``ImageList``), ``layout`` (the plug-in type).
 """
 
 from __future__ import annotations
@@ -11,7 +14,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-KINDS = ("webvision", "imagenet", "voc07", "places205", "coco", "imagenet-r", "imagenet-a")
+from mopro_bench.data.layout import DatasetLayout, validate_layout
+from mopro_bench.plugins import Registry
+
+# kind -> "module:attr" of its DatasetLayout. The order is the order users see (help, "use one of ...").
+BUILTIN_DATASETS = (
+    ("webvision", "mopro_bench.data.webvision:LAYOUT"),
+    ("imagenet", "mopro_bench.data.imagenet:LAYOUT"),
+    ("voc07", "mopro_bench.data.voc:LAYOUT"),
+    ("places205", "mopro_bench.data.places:LAYOUT"),
+    ("coco", "mopro_bench.data.coco:LAYOUT"),
+    ("imagenet-r", "mopro_bench.data.imagenet_ra:IMAGENET_R"),
+    ("imagenet-a", "mopro_bench.data.imagenet_ra:IMAGENET_A"),
+)
+
+DATASETS: Registry[DatasetLayout] = Registry("dataset kind", validate=validate_layout)
+for _kind, _ref in BUILTIN_DATASETS:
+    DATASETS.register(_kind, _ref)
+del _kind, _ref
+
+KINDS = tuple(DATASETS.names())
+
+
+def get_layout(kind: str) -> DatasetLayout:
+    """The registered layout of ``kind`` (BenchError naming the known kinds otherwise)."""
+    return DATASETS.get(kind)
+
 
 SYNTH_MARKER_SUFFIX = ".synth.json"
 SYNTH_GENERATOR = "mopro-bench data synth"

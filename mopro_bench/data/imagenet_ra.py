@@ -1,10 +1,19 @@
-"""ImageNet-R / ImageNet-A layout: ``<root>/<wnid>/*`` for the 200 wnids of each set, labels in the 1000-class space."""
+"""ImageNet-R / ImageNet-A layout: ``<root>/<wnid>/*`` for the 200 wnids of each set, labels in the 1000-class space.
+
+The dataset plug-in of kind imagenet-r and imagenet-a (``IMAGENET_R`` / ``IMAGENET_A``, registered in
+``mopro_bench.data.BUILTIN_DATASETS``): the loader (:class:`ImageNetRA`), ``OFFICIAL_SIZES``, the ``data check``
+rules, the ``data synth`` generator and its sizes.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+from mopro_bench.data.check import CheckReport, check_files, examples
 from mopro_bench.data.imagenet import imagenet_index, list_images
+from mopro_bench.data.layout import DatasetLayout, SplitListing
+from mopro_bench.data.synth import family_classes, family_image, write_file
 from mopro_bench.errors import BenchError
 from mopro_bench.resources import imagenet_a_wnids, imagenet_r_wnids
 
@@ -62,3 +71,72 @@ class ImageNetRA:
                                  f"pass the extracted {self.kind} folder with --data")
             self._samples = out
         return list(self._samples)
+
+
+# --------------------------------------------------------------------------------------------------------------- check
+
+def check_imagenet_ra(report: CheckReport, root: Path, deep: bool) -> None:
+    if not root.is_dir():
+        report.error(f"{report.kind} root {root} does not exist", f"pass the extracted {report.kind} folder with --data")
+        return
+    allowed = set(kind_wnids(report.kind))
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    bad = [w for w in folders if w not in allowed]
+    if bad:
+        report.error(f"{root} has {len(bad)} folder(s) that are not {report.kind} wnids (first: {examples(bad)})",
+                     f"pass the extracted {report.kind} folder (its 200 <wnid>/ folders) with --data")
+    good = [w for w in folders if w in allowed]
+    if not folders:
+        report.error(f"{root} has no <wnid>/ class folders", f"pass the extracted {report.kind} folder with --data")
+    paths = [p for w in good for p in list_images(root / w)]
+    report.size("test", len(paths), OFFICIAL_SIZES[report.kind])
+    if good and not paths:
+        report.error(f"{report.kind} folder {root} has no images in its <wnid>/ folders",
+                     f"pass the extracted {report.kind} folder with --data")
+    report.notes.append(f"{len(good)} class folders (official 200)")
+    if deep:
+        check_files(report, report.kind, paths, deep, "")
+
+
+# --------------------------------------------------------------------------------------------------------------- synth
+SYNTH_SIZES = {
+    "imagenet-r": {
+        "tiny": {"classes": 8, "per_class": 4, "image_size": 64},
+        "small": {"classes": 16, "per_class": 10, "image_size": 96},
+    },
+    "imagenet-a": {
+        "tiny": {"classes": 8, "per_class": 4, "image_size": 64},
+        "small": {"classes": 16, "per_class": 10, "image_size": 96},
+    },
+}
+
+
+def synth_imagenet_ra(root: Path, seed: int, p: dict, kind: str, out: Path) -> dict:
+    wnids = family_classes(p["classes"])
+    style = "rendition" if kind == "imagenet-r" else "adversarial"
+    n = 0
+    for c, w in enumerate(wnids):
+        for j in range(p["per_class"]):
+            name = f"{style[:3]}_{j:04d}.jpg" if kind == "imagenet-r" else f"{j:07d}.jpg"
+            write_file(root / w / name, family_image(w, p["image_size"], seed, kind, "test", c * 100000 + j, style=style))
+            n += 1
+    index = imagenet_index()
+    return {"classes": wnids, "labels": [index[w] for w in wnids], "counts": {"test": n}}
+
+
+def listing(root: Path, split: str, data: dict, *, kind: str) -> SplitListing:
+    samples = ImageNetRA(root, kind).samples()
+    return SplitListing(len(samples), OFFICIAL_SIZES.get(kind), [f"{p.parent.name}/{p.name} {y}" for p, y in samples])
+
+
+def _layout(kind: str, code: int) -> DatasetLayout:
+    return DatasetLayout(
+        kind=kind, description=f"{kind.replace('imagenet', 'ImageNet').replace('-r', '-R').replace('-a', '-A')} "
+                               "(<wnid>/ folders, ImageNet-1k labels)",
+        splits=("test",), official_sizes={"test": OFFICIAL_SIZES[kind]}, check=check_imagenet_ra, synth=synth_imagenet_ra,
+        synth_sizes=SYNTH_SIZES[kind], synth_code=code, listing=functools.partial(listing, kind=kind),
+    )
+
+
+IMAGENET_R = _layout("imagenet-r", 6)
+IMAGENET_A = _layout("imagenet-a", 7)

@@ -2,13 +2,20 @@
 
     <root>/trainvalsplit_places205/{train,val}_places205.csv      "<relpath> <label>" (space-separated), labels 0..204
     <root>/data/vision/torralba/deeplearning/images256/<relpath>  e.g. a/abbey/00000001.jpg
+
+The dataset plug-in of kind places205 (``LAYOUT``, registered in ``mopro_bench.data.BUILTIN_DATASETS``): the loader
+(:class:`Places205`), ``OFFICIAL_SIZES``, the ``data check`` rules, the ``data synth`` generator and its sizes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mopro_bench.data import render
+from mopro_bench.data.check import CheckReport, check_files, list_problems, read_text
 from mopro_bench.data.common import outside_root, read_text_file
+from mopro_bench.data.layout import DatasetLayout, SplitListing
+from mopro_bench.data.synth import kind_code, text_lines, write_file
 from mopro_bench.errors import BenchError
 
 NUM_CLASSES = 205
@@ -97,3 +104,69 @@ class Places205:
 
     def image_path(self, relpath: str) -> Path:
         return self.images / relpath
+
+
+# --------------------------------------------------------------------------------------------------------------- check
+
+def check_places205(report: CheckReport, root: Path, deep: bool) -> None:
+    for split in ("train", "val"):
+        f = root / SPLIT_DIR / f"{split}_places205.csv"
+        if not f.is_file():
+            report.error(f"Places205 split file {f} is missing", f"extract trainvalsplit_places205.tar.gz into {root}")
+            continue
+        text = read_text(report, f, f"Places205 {split} list")
+        if text is None:
+            continue
+        samples, bad = parse_list_lines(text, NUM_CLASSES)
+        report.size(split, len(samples) + len(bad), OFFICIAL_SIZES[split])
+        list_problems(report, f, bad, "restore the file from trainvalsplit_places205.tar.gz")
+        if not samples and not bad:
+            report.error(f"Places205 {split} list {f} lists no images", "restore the file from trainvalsplit_places205.tar.gz")
+        classes = {y for _, y in samples}
+        if samples and len(classes) != NUM_CLASSES:
+            report.warn(f"Places205 {split} covers {len(classes)} of {NUM_CLASSES} classes")
+        check_files(report, f"Places205 {split}", [root / IMAGE_DIR / r for r, _ in samples], deep,
+                    f"extract imagesPlaces205_resize.tar.gz into {root}")
+
+
+# --------------------------------------------------------------------------------------------------------------- synth
+SYNTH_SIZES = {
+    "tiny": {"train_per_class": 2, "val_per_class": 1, "image_size": 40},
+    "small": {"train_per_class": 17, "val_per_class": 4, "image_size": 64},
+}
+
+
+def places_category(c: int) -> str:
+    """Relative folder of generated Places class ``c`` (same shape as the real ``a/abbey``)."""
+    return f"s/scene_{c:03d}"
+
+
+def synth_places205(root: Path, seed: int, p: dict, kind: str, out: Path) -> dict:
+    images = root / IMAGE_DIR
+    rows: dict[str, list[str]] = {"train": [], "val": []}
+    for c in range(NUM_CLASSES):
+        look = render.places_look(c)
+        k = 0
+        for split in ("train", "val"):
+            for j in range(p[f"{split}_per_class"]):
+                k += 1
+                rel = f"{places_category(c)}/{k:08d}.jpg"
+                irng = render.image_rng(seed, kind_code(kind), split, c * 100000 + j)
+                write_file(images / rel, render.jpeg_bytes(render.scene_image(look, p["image_size"], irng)))
+                rows[split].append(f"{rel} {c}")
+    for split, r in rows.items():
+        (root / SPLIT_DIR).mkdir(parents=True, exist_ok=True)
+        (root / SPLIT_DIR / f"{split}_places205.csv").write_text(text_lines(r))
+    return {"counts": {s: len(r) for s, r in rows.items()}, "classes": NUM_CLASSES}
+
+
+def listing(root: Path, split: str, data: dict) -> SplitListing:
+    samples = Places205(root).samples(split)
+    return SplitListing(len(samples), OFFICIAL_SIZES.get(split), [f"{r} {y}" for r, y in samples])
+
+
+LAYOUT = DatasetLayout(
+    kind="places205", description="Places205 (trainvalsplit_places205 csv lists + images256)", splits=SPLITS,
+    official_sizes=OFFICIAL_SIZES, check=check_places205, synth=synth_places205, synth_sizes=SYNTH_SIZES, synth_code=4,
+    listing=listing,
+)

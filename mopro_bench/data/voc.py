@@ -5,15 +5,25 @@
     <root>/VOCdevkit/VOC2007/ImageSets/Main/<class>_{trainval,test}.txt    "<id> <label>", label 1 / -1 / 0 (difficult)
 
 ``root`` may also be the ``VOCdevkit`` folder or ``VOC2007`` itself.
+
+The dataset plug-in of kind voc07 (``LAYOUT``, registered in ``mopro_bench.data.BUILTIN_DATASETS``): the loader
+(:func:`find_voc2007`, :class:`VOC07`), ``OFFICIAL_SIZES``, the ``data check`` rules, the ``data synth`` generator and
+its sizes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
 
+from mopro_bench.data import render
+from mopro_bench.data.check import CheckReport, check_files, examples, list_problems, read_text
 from mopro_bench.data.common import read_text_file
+from mopro_bench.data.layout import DatasetLayout, SplitListing
+from mopro_bench.data.synth import kind_code, text_lines, write_file
 from mopro_bench.errors import BenchError
 
 VOC_CLASSES = (
@@ -167,3 +177,118 @@ class VOC07:
 
     def paths(self, split: str) -> list[Path]:
         return [self.image_path(i) for i in self._ids(split)]
+
+
+# --------------------------------------------------------------------------------------------------------------- check
+
+def check_voc07(report: CheckReport, root: Path, deep: bool) -> None:
+    try:
+        voc = find_voc2007(root)
+    except BenchError as e:
+        report.error_from(e)
+        return
+    main = voc / "ImageSets" / "Main"
+    tar = TARS
+    split_ids: dict[str, set[str]] = {}
+    for split in ("trainval", "test"):
+        f = main / f"{split}.txt"
+        fix = f"extract {tar[split]} into {root}"
+        if not f.is_file():
+            report.error(f"VOC07 split file {f} is missing", fix)
+            continue
+        text = read_text(report, f, "VOC07 split file")
+        if text is None:
+            continue
+        ids, bad_ids = parse_ids(text)
+        list_problems(report, f, bad_ids, f"restore {f.name} from {tar[split]}")
+        id_set = split_ids[split] = set(ids)
+        both = id_set & split_ids.get("trainval", set()) if split == "test" else set()
+        if both:
+            report.error(f"VOC07: {len(both)} image id(s) are in both trainval.txt and test.txt (first: {min(both)})",
+                         "restore ImageSets/Main from the VOC2007 tars")
+        report.size(split, len(ids), OFFICIAL_SIZES[split])
+        if not ids:
+            report.error(f"VOC07 split file {f} lists no images", fix)
+            continue
+        missing_cls = [c for c in VOC_CLASSES if not (main / f"{c}_{split}.txt").is_file()]
+        if missing_cls:
+            report.error(f"{len(missing_cls)} of 20 VOC07 class files for {split} are missing "
+                         f"(first: {examples([f'{c}_{split}.txt' for c in missing_cls])})", fix)
+        no_pos = []
+        for c in VOC_CLASSES:
+            cf = main / f"{c}_{split}.txt"
+            if not cf.is_file():
+                continue
+            text = read_text(report, cf, "VOC07 class file")
+            if text is None:
+                continue
+            labels, bad = parse_class_lines(text, id_set, f.name)
+            list_problems(report, cf, bad, f"restore {cf.name} from {tar[split]}")
+            if not bad and len(labels) != len(id_set):
+                report.error(f"{cf}: {len(id_set) - len(labels)} of the {len(id_set)} {split} ids have no label",
+                             f"restore {cf.name} from {tar[split]}")
+            if not any(y == 1 for y in labels.values()):
+                no_pos.append(c)
+        if no_pos:
+            report.warn(f"VOC07 {split}: {len(no_pos)} class(es) have no positive image (first: {examples(no_pos)})")
+        check_files(report, f"VOC07 {split}", [voc / "JPEGImages" / f"{i}.jpg" for i in ids], deep, fix)
+
+
+# --------------------------------------------------------------------------------------------------------------- synth
+SYNTH_SIZES = {
+    "tiny": {"trainval": 120, "test": 120, "width": 96, "height": 72},
+    "small": {"trainval": 500, "test": 500, "width": 128, "height": 96},
+}
+
+
+def synth_voc07(root: Path, seed: int, p: dict, kind: str, out: Path) -> dict:
+    n_tv, n_te = p["trainval"], p["test"]
+    w, h = p["width"], p["height"]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, kind_code(kind), 1]))
+    ids = [f"{i:06d}" for i in range(1, n_tv + n_te + 1)]
+    is_test = np.zeros(n_tv + n_te, bool)
+    is_test[rng.permutation(n_tv + n_te)[:n_te]] = True
+    splits = {"trainval": [i for i, t in zip(ids, is_test) if not t], "test": [i for i, t in zip(ids, is_test) if t]}
+    voc = root / "VOCdevkit" / "VOC2007"
+    labels: dict[str, np.ndarray] = {}
+    for split, split_ids in splits.items():
+        lab = np.full((len(split_ids), 20), -1, np.int8)
+        primaries = np.arange(len(split_ids)) % 20
+        rng.shuffle(primaries)
+        for n, image_id in enumerate(split_ids):
+            irng = render.image_rng(seed, kind_code(kind), split, int(image_id))
+            img = render.background((w, h), irng, clutter=int(irng.integers(1, 4)))
+            extra = [int(c) for c in irng.choice(20, size=int(irng.choice([0, 1, 1, 2])), replace=False) if c != primaries[n]]
+            objects = [(int(primaries[n]), False)] + [(c, bool(irng.random() < 0.25)) for c in extra]
+            for c, difficult in objects:
+                side = min(w, h)
+                r = side * (irng.uniform(0.07, 0.09) if difficult else irng.uniform(0.18, 0.30))
+                cx, cy = irng.uniform(r, w - r), irng.uniform(r, h - r)
+                render.draw_object(img, render.voc_look(c), cx, cy, r, irng.uniform(0, 2 * math.pi), irng,
+                                   val=irng.uniform(0.35, 0.5) if difficult else None)
+                lab[n, c] = max(lab[n, c], 0 if difficult else 1)
+            write_file(voc / "JPEGImages" / f"{image_id}.jpg", render.jpeg_bytes(render.add_noise(img, irng, 6.0)))
+        labels[split] = lab
+        main = voc / "ImageSets" / "Main"
+        main.mkdir(parents=True, exist_ok=True)
+        (main / f"{split}.txt").write_text(text_lines(split_ids))
+        for c, cls in enumerate(VOC_CLASSES):
+            (main / f"{cls}_{split}.txt").write_text(text_lines([f"{i} {int(v):2d}" for i, v in zip(split_ids, lab[:, c])]))
+    pos = {s: (labels[s] == 1).sum(0).tolist() for s in labels}
+    return {"counts": {s: len(v) for s, v in splits.items()}, "positives": pos,
+            "difficult": {s: int((labels[s] == 0).sum()) for s in labels}}
+
+
+def listing(root: Path, split: str, data: dict) -> SplitListing:
+    """Ids of ``split`` in order, then the sha256 of its label matrix (a changed label changes the list hash)."""
+    voc = VOC07(root)
+    ids = voc.ids(split)
+    labels = voc.labels(split)
+    return SplitListing(len(ids), OFFICIAL_SIZES.get(split), [*ids, hashlib.sha256(labels.tobytes()).hexdigest()])
+
+
+LAYOUT = DatasetLayout(
+    kind="voc07", description="PASCAL VOC 2007 classification (VOCdevkit/VOC2007)", splits=SPLITS,
+    official_sizes=OFFICIAL_SIZES, check=check_voc07, synth=synth_voc07, synth_sizes=SYNTH_SIZES, synth_code=3,
+    listing=listing,
+)

@@ -11,6 +11,10 @@ annotation JSON ``{"images": [relpath, ...], "labels": [int, ...]}`` (written by
 Training data from the web has broken files: :class:`WebVisionTrain` replaces an unreadable image by another sample
 (deterministically) and counts it; it never crashes. Validation goes through :class:`~mopro_bench.data.common.ImageList`,
 which fails loudly naming the file.
+
+The dataset plug-in of kind webvision (``LAYOUT``, registered in ``mopro_bench.data.BUILTIN_DATASETS``): the loader
+(:class:`WebVision`, :class:`WebVisionTrain`), ``OFFICIAL_SIZES``, the ``data check`` rules, the ``data synth``
+generator and its sizes.
 """
 
 from __future__ import annotations
@@ -24,10 +28,16 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from mopro_bench.data import render
+from mopro_bench.data.check import CheckReport, check_files, list_problems, read_text
 from mopro_bench.data.common import load_rgb, outside_root, read_text_file
-from mopro_bench.data.places import read_list_file
+from mopro_bench.data.imagenet import imagenet_index
+from mopro_bench.data.layout import DatasetLayout, SplitListing
+from mopro_bench.data.places import parse_list_lines, read_list_file
+from mopro_bench.data.synth import family_classes, family_image, family_wnids, kind_code, text_lines, truth_path, write_file
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json
+from mopro_bench.resources import imagenet1k_wnids
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,7 @@ VAL_LIST = "info/val_filelist.txt"
 VAL_DIR = "val_images_256"
 SYNSETS = "info/synsets.txt"
 MAX_CLASSES = 5000
+WEB_MISSING_TOLERANCE = 0.01  # up to 1% missing/corrupt web training images: usable (skipped), with a warning
 OFFICIAL_SIZES = {1000: {"train": 2439574, "val": 50000}, 5000: {"train": 16000000, "val": 250000}}
 
 
@@ -211,3 +222,146 @@ class WebVisionTrain(Dataset):
         raise BenchError(f"{self.MAX_TRIES} consecutive training images from {self.root / self.samples[index][0]} "
                          "on are unreadable",
                          "run `mopro-bench data check webvision ROOT --deep` and repair the dataset")
+
+
+# --------------------------------------------------------------------------------------------------------------- check
+
+def check_webvision(report: CheckReport, root: Path, deep: bool) -> None:
+    fix = (f"extract the WebVision info/ folder (train_filelist_google.txt, train_filelist_flickr.txt, val_filelist.txt) "
+           f"into {root}")
+    n_classes = MAX_CLASSES
+    syn = root / SYNSETS
+    if syn.is_file():
+        text = read_text(report, syn, "WebVision synsets file")
+        if text is not None:
+            n_classes = sum(1 for line in text.splitlines() if line.strip())
+            report.notes.append(f"{SYNSETS}: {n_classes} classes")
+    lists: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
+    for split, rels in (("train", TRAIN_LISTS), ("val", (VAL_LIST,))):
+        for rel in rels:
+            f = root / rel
+            if not f.is_file():
+                report.error(f"WebVision list {f} is missing", fix)
+                continue
+            text = read_text(report, f, f"WebVision {f.name}")
+            if text is None:
+                continue
+            # training lists of web data may repeat an entry (it only weighs double): a warning; val may not
+            samples, bad = parse_list_lines(text, n_classes, duplicates_ok=split == "train")
+            list_problems(report, f, bad, f"restore {f.name} from the WebVision info archive")
+            if split == "train" and len(samples) != len(set(samples)):
+                report.warn(f"{f}: {len(samples) - len(set(samples))} line(s) repeat an earlier entry; training uses "
+                            "those images more often")
+            lists[split] += samples
+    labels = [y for s in lists.values() for _, y in s]
+    version = 5000 if labels and max(labels) >= 1000 else 1000
+    report.notes.append(f"label range {min(labels, default=0)}..{max(labels, default=0)}: "
+                        f"WebVision {'2.0 (5000 classes)' if version == 5000 else '1.0 (1000 classes)'}")
+    for split in ("train", "val"):
+        report.size(split, len(lists[split]), OFFICIAL_SIZES[version][split])
+        listed = [root / r for r in (TRAIN_LISTS if split == "train" else (VAL_LIST,))]
+        if not lists[split] and all(p.is_file() for p in listed) and not report.errors:
+            report.error(f"the WebVision {split} list(s) list no images", fix)
+    check_files(report, "WebVision train", [root / r for r, _ in lists["train"]], deep,
+                f"extract the WebVision training archives into {root} (paths in the lists are relative to it)",
+                tolerate=WEB_MISSING_TOLERANCE)
+    check_files(report, "WebVision val", [root / VAL_DIR / r for r, _ in lists["val"]], deep,
+                f"extract val_images_256.tar into {root}")
+
+
+# --------------------------------------------------------------------------------------------------------------- synth
+SYNTH_SIZES = {
+    "tiny": {"classes": 8, "train_per_class": 16, "val_per_class": 4, "image_size": 64,
+             "noise": 0.3, "ood": 0.1, "corrupt": 0},
+    "small": {"classes": 16, "train_per_class": 60, "val_per_class": 10, "image_size": 96,
+              "noise": 0.3, "ood": 0.1, "corrupt": 0},
+}
+
+
+def _synth_validate(p: dict) -> None:
+    if p["noise"] + p["ood"] >= 1.0:
+        raise BenchError(f"noise={p['noise']} + ood={p['ood']} leaves no clean images", "keep noise + ood below 1")
+
+
+def synth_webvision(root: Path, seed: int, p: dict, kind: str, out: Path) -> dict:
+    wnids = family_classes(p["classes"])
+    index = imagenet_index()
+    labels = [index[w] for w in wnids]
+    n_cls, size = len(wnids), p["image_size"]
+    n_train = n_cls * p["train_per_class"]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, kind_code(kind), 1]))
+    # each image has a true class (balanced); a fixed fraction becomes OOD, another fraction gets a flipped label
+    true_pos = np.repeat(np.arange(n_cls), p["train_per_class"])
+    order = rng.permutation(n_train)
+    n_ood, n_flip = int(round(n_train * p["ood"])), int(round(n_train * p["noise"]))
+    kinds = np.array(["clean"] * n_train, dtype=object)
+    kinds[order[:n_ood]] = "ood"
+    kinds[order[n_ood:n_ood + n_flip]] = "flip"
+    if n_cls < 2:
+        kinds[kinds == "flip"] = "clean"
+    given_pos = true_pos.copy()
+    for i in range(n_train):
+        if kinds[i] == "flip":
+            given_pos[i] = (true_pos[i] + rng.integers(1, n_cls)) % n_cls
+        elif kinds[i] == "ood":
+            given_pos[i] = rng.integers(0, n_cls)
+    source = np.where(rng.random(n_train) < 0.55, "google", "flickr")
+    rows: dict[str, list[str]] = {"google": [], "flickr": []}
+    truth: dict[str, dict] = {}
+    counters: dict[tuple[str, int], int] = {}
+    for i in range(n_train):
+        g = int(given_pos[i])
+        key = (str(source[i]), g)
+        counters[key] = counters.get(key, 0) + 1
+        rel = f"{source[i]}/q{labels[g] + 1:04d}/{counters[key]:06d}.jpg"
+        irng = render.image_rng(seed, kind_code(kind), "train", i)
+        if kinds[i] == "ood":
+            img = render.ood_image(size, irng)
+        else:
+            img = render.object_image(render.family_look(family_wnids().index(wnids[true_pos[i]])), size, irng)
+        write_file(root / rel, render.jpeg_bytes(img))
+        rows[str(source[i])].append(f"{rel} {labels[g]}")
+        truth[rel] = {"given": labels[g], "true": -1 if kinds[i] == "ood" else labels[true_pos[i]], "kind": str(kinds[i])}
+    # a few deliberately truncated files (real web data has them); the loader must skip and count them
+    corrupt = sorted(truth)[:: max(1, len(truth) // max(1, p["corrupt"]))][: p["corrupt"]] if p["corrupt"] else []
+    for rel in corrupt:
+        data = (root / rel).read_bytes()
+        (root / rel).write_bytes(data[: len(data) // 3])
+    val_rows = []
+    k = 0
+    for c, w in enumerate(wnids):
+        for j in range(p["val_per_class"]):
+            k += 1
+            name = f"val{k:06d}.jpg"
+            write_file(root / "val_images_256" / name, family_image(w, size, seed, kind, "val", c * 100000 + j))
+            val_rows.append(f"{name} {labels[c]}")
+    info = root / "info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "train_filelist_google.txt").write_text(text_lines(rows["google"]))
+    (info / "train_filelist_flickr.txt").write_text(text_lines(rows["flickr"]))
+    (info / "val_filelist.txt").write_text(text_lines(val_rows))
+    (info / "synsets.txt").write_text(text_lines([f"{w} synthetic class {i}" for i, w in enumerate(imagenet1k_wnids())]))
+    tp = truth_path(out)
+    atomic_write_json(tp, {
+        "kind": "webvision", "seed": seed, "noise": p["noise"], "ood": p["ood"], "classes": wnids, "labels": labels,
+        "counts": {k: int((kinds == k).sum()) for k in ("clean", "flip", "ood")},
+        "corrupt": corrupt, "train": truth,
+    })
+    return {"classes": wnids, "labels": labels, "truth": str(tp),
+            "counts": {"train": n_train, "val": len(val_rows), "flip": int((kinds == "flip").sum()),
+                       "ood": int((kinds == "ood").sum()), "corrupt": len(corrupt)}}
+
+
+def listing(root: Path, split: str, data: dict) -> SplitListing:
+    """The samples of ``split`` with label < ``data["num_class"]`` (default 1000); official sizes of that version."""
+    num_class = int(data.get("num_class") or 1000)
+    ds = WebVision(root, num_class=num_class)
+    samples = ds.val_samples() if split == "val" else ds.train_samples()
+    return SplitListing(len(samples), (OFFICIAL_SIZES.get(num_class) or {}).get(split), [f"{r} {y}" for r, y in samples])
+
+
+LAYOUT = DatasetLayout(
+    kind="webvision", description="WebVision 1.0 / 2.0 (info/ lists, google/ flickr/ val_images_256/)",
+    splits=("train", "val"), official_sizes=OFFICIAL_SIZES[1000], check=check_webvision, synth=synth_webvision,
+    synth_sizes=SYNTH_SIZES, synth_code=1, listing=listing, synth_validate=_synth_validate,
+)

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from mopro_bench.data import KINDS
 from mopro_bench.data.check import check
-from mopro_bench.data.synth import KINDS
 from tests.conftest import run_cli_subprocess
 
 OFFICIAL = {"voc07": {"trainval": 5011, "test": 4952}, "places205": {"train": 2448873, "val": 20500},

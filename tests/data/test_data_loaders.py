@@ -11,15 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
+from mopro_bench.data import DATASETS
 from mopro_bench.data.common import ImageList
 from mopro_bench.data.imagenet import ImageNetFolder, read_subset_file
 from mopro_bench.data.imagenet_ra import ImageNetRA
 from mopro_bench.data.places import Places205
-from mopro_bench.data.synth import SIZES, truth_path
+from mopro_bench.data.synth import truth_path
 from mopro_bench.data.voc import VOC07, VOC_CLASSES
 from mopro_bench.data.webvision import WebVision, WebVisionTrain, write_annotation
 from mopro_bench.errors import BenchError
 from mopro_bench.resources import imagenet1k_wnids, imagenet_r_wnids
+
+SIZES = {kind: DATASETS.get(kind).synth_sizes for kind in DATASETS}  # synth defaults per kind and scale
 
 
 def test_voc07_loader_reads_labels_and_accepts_root_variants(synth_root):

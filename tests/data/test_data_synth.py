@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mopro_bench.data import render
-from mopro_bench.data.synth import KINDS, SIZES, family_wnids, synth, truth_path
+from mopro_bench.data import DATASETS, KINDS, render
+from mopro_bench.data.synth import family_wnids, synth, truth_path
 from mopro_bench.errors import BenchError
 from mopro_bench.resources import imagenet1k_wnids, imagenet_a_wnids, imagenet_r_wnids
+
+SIZES = {kind: DATASETS.get(kind).synth_sizes for kind in DATASETS}  # synth defaults per kind and scale
 
 
 def _tree(root: Path) -> dict[str, bytes]:
