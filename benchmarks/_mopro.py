@@ -1,8 +1,8 @@
 """The MoPro step under benchmark: the trainer's set-up and :func:`mopro_step`, and a faithful naive step.
 
-``build`` repeats what ``Trainer._setup`` does with a model (the trainer has no hook that builds the model and
-optimizer without a dataset): ``MoPro`` with the trainer's BN-split rule, channels_last on CUDA, bf16 autocast, fused
-SGD on CUDA (foreach on CPU), optional ``torch.compile`` of the query encoder, DDP around the query encoder.
+``build`` calls the trainer's own set-up (:func:`~mopro_bench.pretrain.trainer.build_model_and_optimizer`: ``MoPro``
+with the trainer's BN-split rule, channels_last on CUDA, bf16 autocast, fused SGD on CUDA (foreach on CPU), optional
+``torch.compile`` of the query encoder, DDP around the query encoder) with the variant's precision.
 
 ``naive_step`` is the same math written the obvious way, as a direct port of the reference code would be: fp32,
 NCHW, the key encoder's EMA out of place (two new tensors per parameter, assigned to ``.data``), the prototype update
@@ -13,8 +13,8 @@ losses, cleaning rule, queue), so both compute the same step; the benchmarks pri
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,7 @@ from mopro_bench.pretrain.data import derive_seed
 from mopro_bench.pretrain.losses import instance_logits, kept_cross_entropy, proto_logits
 from mopro_bench.pretrain.model import MoPro
 from mopro_bench.pretrain.prototypes import update_prototypes_sequential
-from mopro_bench.pretrain.trainer import StepEnv, mopro_step, resolve_bn_splits, shuffled_keys
-from mopro_bench.runtime import seed_everything
+from mopro_bench.pretrain.trainer import StepEnv, build_model_and_optimizer, mopro_step, resolve_bn_splits, shuffled_keys
 
 # variant -> (precision, what it is)
 VARIANTS = {
@@ -57,38 +56,29 @@ class Setup:
 
 def build(cfg: PretrainConfig, device: torch.device, variant: str, *, world: int = 1, rank: int = 0,
           ddp: bool = False) -> Setup:
+    """The trainer's own set-up (:func:`~mopro_bench.pretrain.trainer.build_model_and_optimizer`) with the variant's
+    precision (fp32 for naive/fp32, bf16 autocast + channels_last on CUDA for bf16/compile, ``torch.compile`` for
+    compile); every class already has a prototype; the naive variant swaps in ``torch.optim.SGD`` with its defaults."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}")
-    cuda = device.type == "cuda"
-    local_batch = cfg.data.batch_size // world
-    bn_splits = resolve_bn_splits(cfg, world, local_batch)
-    seed_everything(cfg.run.seed)
-    m = cfg.model
-    model = MoPro(m.arch, m.width, m.num_class, m.low_dim, cfg.mopro.queue_size, m.wide_stem)
-    model.set_bn_splits(bn_splits)
+    fast = variant in ("bf16", "compile")
+    run = dataclasses.replace(cfg.run, precision="bf16" if fast else "fp32", compile=variant == "compile",
+                              channels_last=fast and cfg.run.channels_last)
+    cfg_v = dataclasses.replace(cfg, run=run)
+    bn_splits = resolve_bn_splits(cfg_v, world, cfg.data.batch_size // world)
+    use_ddp = ddp and variant != "naive"
+    b = build_model_and_optimizer(cfg_v, device, world=world if use_ddp else 1, rank=rank if use_ddp else 0,
+                                  bn_splits=bn_splits)
+    model = b.model
     with torch.no_grad():  # every class already has a prototype, as after the first epoch on WebVision
         g = torch.Generator().manual_seed(derive_seed("bench-protos", cfg.run.seed))
-        model.prototypes.copy_(F.normalize(torch.randn(model.prototypes.shape, generator=g), dim=1))
-    model.to(device)
-    fast = variant in ("bf16", "compile")
-    channels_last = fast and cuda and cfg.run.channels_last
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    amp = torch.bfloat16 if fast else None
-    if variant == "compile":
-        model.encoder_q.compile()
-    q_net: nn.Module = model.encoder_q
-    if ddp and variant != "naive":
-        q_net = nn.parallel.DistributedDataParallel(model.encoder_q, device_ids=[device.index] if cuda else None,
-                                                    broadcast_buffers=False)
-    params = model.encoder_q.parameters()
-    o = cfg.optim
+        model.prototypes.copy_(F.normalize(torch.randn(model.prototypes.shape, generator=g), dim=1).to(model.prototypes))
+    opt = b.optimizer
     if variant == "naive":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    else:
-        kw: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
-        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, **kw)
-    return Setup(variant, model, q_net, opt, StepEnv(cfg, world, rank, amp, channels_last), bn_splits)
+        o = cfg.optim
+        opt = torch.optim.SGD(model.encoder_q.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    env = StepEnv(cfg_v, world, rank, b.env.amp_dtype, b.env.channels_last)
+    return Setup(variant, model, b.q_net, opt, env, bn_splits)
 
 
 def naive_step(model: MoPro, optimizer: torch.optim.Optimizer, x_q: torch.Tensor, x_k: torch.Tensor,

@@ -7,53 +7,38 @@ docs/CONTRACTS.md ("Our pretrainer's checkpoint").
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
-import random
-import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from mopro_bench.engine.seeding import capture_rng, restore_rng
+from mopro_bench.engine.state import CheckpointSeries
 from mopro_bench.errors import BenchError
-from mopro_bench.io import atomic_torch_save
 
-NAME_RE = re.compile(r"^checkpoint_step(\d{9,})\.pth\.tar$")
-LAST = "last.pth.tar"
+SERIES = CheckpointSeries("checkpoint_step", ".pth.tar", last="last.pth.tar")
+NAME_RE = SERIES.pattern
+LAST = SERIES.last
 FORMAT_VERSION = 1
+__all__ = ["FILE_SHA256", "FORMAT_VERSION", "LAST", "capture_rng", "check_out_dir", "checkpoint_name", "find_resume",
+           "list_checkpoints", "load_file", "restore_rng", "save_checkpoint"]
 
 
 def checkpoint_name(step: int) -> str:
-    return f"checkpoint_step{step:09d}.pth.tar"
+    return SERIES.name(step)
 
 
 def list_checkpoints(out: str | os.PathLike) -> list[Path]:
     """Checkpoint files in ``out``, oldest first."""
-    out = Path(out)
-    if not out.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in out.iterdir() if (m := NAME_RE.match(p.name)) and p.is_file()]
-    return [p for _, p in sorted(found)]
+    return SERIES.list(out)
 
 
 def save_checkpoint(out: str | os.PathLike, obj: dict[str, Any], keep_last: int) -> Path:
-    out = Path(out)
-    path = atomic_torch_save(out / checkpoint_name(int(obj["step"])), obj)
-    link = out / LAST
-    tmp = out / f".{LAST}.tmp"
-    with contextlib.suppress(OSError):
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        os.symlink(path.name, tmp)
-        os.replace(tmp, link)
-    for old in list_checkpoints(out)[:-keep_last]:
-        with contextlib.suppress(FileNotFoundError):
-            old.unlink()
-    return path
+    """Atomic write, ``last.pth.tar`` re-pointed, only the newest ``keep_last`` kept (:mod:`mopro_bench.engine.state`)."""
+    return SERIES.save(out, obj, int(obj["step"]), keep_last)
 
 
 FILE_SHA256 = "_file_sha256"  # key load_file adds: sha256 of the bytes the object was read from
@@ -88,43 +73,10 @@ def find_resume(out: str | os.PathLike, resume: str | None) -> Path | None:
         if not p.is_file():
             raise BenchError(f"--resume {resume}: no such checkpoint", "pass a checkpoint file or --resume auto")
         return p
-    for p in reversed(list_checkpoints(out)):
-        try:
-            load_file(p)
-            return p
-        except BenchError:  # a damaged file (atomic writes make this unlikely): fall back to an older one
-            continue
-    return None
+    return SERIES.find_latest(out, load_file, BenchError)  # a damaged file falls back to an older one
 
 
-# ------------------------------------------------------------------------------------------------------------ RNG
-def capture_rng() -> dict[str, Any]:
-    """Every RNG state as tensors and plain types (loadable with ``torch.load(weights_only=True)``)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, pstate, pgauss = random.getstate()
-    out: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "state": torch.tensor(pstate, dtype=torch.int64),
-                   "gauss": None if pgauss is None else float(pgauss)},
-        "cuda": [],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return out
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    if not state:
-        return
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+# RNG states (capture_rng / restore_rng) live in mopro_bench.engine.seeding; imported above for the trainer.
 
 
 def check_out_dir(out: str | os.PathLike, what: str = "--out") -> Path:

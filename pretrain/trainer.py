@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,10 @@ from mopro_bench import __version__
 from mopro_bench.backbones import Preprocess
 from mopro_bench.config import apply_overrides
 from mopro_bench.data.common import ImageList, eval_transform
+from mopro_bench.engine.distributed import all_gather_cat, cleanup_distributed, init_distributed
+from mopro_bench.engine.precision import autocast as _autocast
+from mopro_bench.engine.schedule import epoch_lr, set_lr
+from mopro_bench.engine.seeding import seed_everything
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json
 from mopro_bench.pretrain import checkpoint as ckptlib
@@ -53,7 +55,6 @@ from mopro_bench.pretrain.config import PretrainConfig, from_dict, validate
 from mopro_bench.pretrain.data import GlobalBatchSampler, SeededDataset, TwoViews, derive_seed
 from mopro_bench.pretrain.losses import instance_logits, kept_cross_entropy, proto_logits
 from mopro_bench.pretrain.model import MoPro
-from mopro_bench.runtime import all_gather_cat, cleanup_distributed, init_distributed, seed_everything
 
 STAT_KEYS = ("loss", "loss_inst", "loss_cls", "loss_proto", "acc_inst", "samples", "kept", "relabelled", "confident")
 STRUCTURAL = ("model.", "mopro.queue_size", "data.batch_size", "aug.image_size", "run.seed")
@@ -62,11 +63,8 @@ FAULT_ENV = "MOPRO_BENCH_FAULT"  # tests: "kill@N" (SIGKILL after step N) or "te
 
 def lr_at(cfg: PretrainConfig, epoch: int) -> float:
     """Learning rate of an epoch (set once per epoch, like the reference): step decay or cosine."""
-    base = cfg.effective_lr()
     o = cfg.optim
-    if o.schedule == "cos":
-        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / o.epochs))
-    return base * (o.gamma ** sum(epoch >= m for m in o.milestones))
+    return epoch_lr(o.schedule, cfg.effective_lr(), epoch, epochs=o.epochs, milestones=o.milestones, gamma=o.gamma)
 
 
 def resolve_bn_splits(cfg: PretrainConfig, world: int, local_batch: int) -> int:
@@ -95,10 +93,6 @@ class StepEnv:
     rank: int = 0
     amp_dtype: torch.dtype | None = None  # bf16 autocast on CUDA
     channels_last: bool = False
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 @torch.no_grad()
@@ -175,6 +169,58 @@ def mopro_step(model: MoPro, q_net: nn.Module, optimizer: torch.optim.Optimizer,
             dist.all_reduce(stats)
         stats[6] = n_kept
     return stats
+
+
+@dataclass
+class Built:
+    """What :func:`build_model_and_optimizer` returns: the model, the (DDP-wrapped) query encoder that takes the
+    gradient, the optimizer, the step's environment and the resolved BN split count."""
+
+    model: MoPro
+    q_net: nn.Module
+    optimizer: torch.optim.Optimizer
+    env: StepEnv
+    bn_splits: int
+
+
+def build_model_and_optimizer(cfg: PretrainConfig, device: torch.device, *, world: int = 1, rank: int = 0,
+                              bn_splits: int | None = None) -> Built:
+    """The trainer's own set-up of model and optimizer (benchmarks call it too): seeded MoPro with the BN-split rule,
+    channels_last on CUDA when ``run.channels_last``, the precision of ``run.precision`` (bf16 autocast, or fp64
+    weights), rank 0's weights broadcast and DDP around the query encoder for ``world > 1``, optional
+    ``torch.compile``, SGD (fused on CUDA, foreach on CPU) at the first epoch's LR."""
+    if bn_splits is None:
+        bn_splits = resolve_bn_splits(cfg, world, cfg.data.batch_size // world)
+    seed_everything(cfg.run.seed)
+    m = cfg.model
+    model = MoPro(m.arch, m.width, m.num_class, m.low_dim, cfg.mopro.queue_size, m.wide_stem)
+    model.set_bn_splits(bn_splits)
+    cuda = device.type == "cuda"
+    channels_last = cuda and cfg.run.channels_last
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    prec = cfg.run.precision
+    if prec == "bf16" and not (cuda or device.type == "cpu"):
+        raise BenchError("run.precision=bf16 needs a CUDA device or the CPU", "use run.precision=fp32")
+    amp_dtype = torch.bfloat16 if (prec == "bf16" or (prec == "auto" and cuda)) else None
+    if prec == "fp64":
+        model.double()
+    if world > 1:  # identical start on every process
+        for t in model.state_dict().values():
+            dist.broadcast(t, 0)
+    if cfg.run.compile:
+        model.encoder_q.compile()
+    if world > 1:
+        q_net: nn.Module = nn.parallel.DistributedDataParallel(
+            model.encoder_q, device_ids=[device.index] if cuda else None, broadcast_buffers=False)
+    else:
+        q_net = model.encoder_q
+    opt_kw: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
+    optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=lr_at(cfg, 0), momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay, **opt_kw)
+    env = StepEnv(cfg, world, rank, amp_dtype, channels_last)
+    return Built(model, q_net, optimizer, env, bn_splits)
 
 
 # ------------------------------------------------------------------------------------------------------------- eval
@@ -302,6 +348,36 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ResolvedRun:
+    """A run's config, resolved once (by the command): with a checkpoint to resume, that run's saved config with the
+    ``--set`` overrides over it (structural ones must agree); otherwise the overrides over the defaults."""
+
+    cfg: PretrainConfig
+    resume_path: Path | None = None
+    resume_obj: dict[str, Any] | None = None
+
+
+def resolve_run(overrides: dict[str, Any] | None, out: str | Path, resume: str | None,
+                base_config: PretrainConfig | None = None) -> ResolvedRun:
+    """The config of the run in ``out`` (``resume``: None, ``auto`` or a checkpoint file); see :class:`ResolvedRun`."""
+    overrides = dict(overrides or {})
+    out = Path(out).expanduser()
+    resume_path = ckptlib.find_resume(out, resume)
+    resume_obj = ckptlib.load_file(resume_path) if resume_path else None
+    if resume_obj is not None:
+        saved = from_dict(resume_obj["mopro_bench"]["config"])
+        for k, v in overrides.items():
+            if k.startswith(STRUCTURAL) and apply_overrides(saved, {k: v}) != saved:
+                raise BenchError(f"--set {k} differs from the checkpoint being resumed ({resume_path.name})",
+                                 "resume with the same model, queue, batch, image size and seed, or start a new --out")
+        return ResolvedRun(validate(apply_overrides(saved, overrides)), resume_path, resume_obj)
+    if ckptlib.list_checkpoints(out) and resume is None:
+        raise BenchError(f"{out} already holds checkpoints",
+                         "pass --resume auto to continue that run, or choose a new --out")
+    return ResolvedRun(validate(apply_overrides(base_config or PretrainConfig(), overrides)))
+
+
 class _StopFlag:
     def __init__(self):
         self.signum: int | None = None
@@ -315,7 +391,8 @@ class Trainer:
 
     def __init__(self, overrides: dict[str, Any] | None, data_root: str | Path, out: str | Path, *,
                  device: str = "auto", workers: int = 0, resume: str | None = None, imagenet: str | None = None,
-                 progress: bool = True, base_config: PretrainConfig | None = None, extra_signals: tuple[int, ...] = ()):
+                 progress: bool = True, base_config: PretrainConfig | None = None, extra_signals: tuple[int, ...] = (),
+                 run: ResolvedRun | None = None):
         self.info, self.device = init_distributed(device)
         self.world, self.rank = self.info.world_size, self.info.rank
         self.is_main = self.rank == 0
@@ -327,20 +404,9 @@ class Trainer:
         overrides = dict(overrides or {})
         if self.is_main:
             ckptlib.check_out_dir(self.out)
-        self.resume_path = ckptlib.find_resume(self.out, resume)
-        self.resume_obj = ckptlib.load_file(self.resume_path) if self.resume_path else None
-        if self.resume_obj is not None:
-            saved = from_dict(self.resume_obj["mopro_bench"]["config"])
-            for k, v in overrides.items():
-                if k.startswith(STRUCTURAL) and apply_overrides(saved, {k: v}) != saved:
-                    raise BenchError(f"--set {k} differs from the checkpoint being resumed ({self.resume_path.name})",
-                                     "resume with the same model, queue, batch, image size and seed, or start a new --out")
-            self.cfg = validate(apply_overrides(saved, overrides))
-        else:
-            if ckptlib.list_checkpoints(self.out) and resume is None:
-                raise BenchError(f"{self.out} already holds checkpoints",
-                                 "pass --resume auto to continue that run, or choose a new --out")
-            self.cfg = validate(apply_overrides(base_config or PretrainConfig(), overrides))
+        if run is None:
+            run = resolve_run(overrides, self.out, resume, base_config)
+        self.resume_path, self.resume_obj, self.cfg = run.resume_path, run.resume_obj, run.cfg
         self._check_world()
 
     # ---------------------------------------------------------------------------------------------- setup
@@ -384,35 +450,9 @@ class Trainer:
             if cfg.data.max_val_images:
                 self.imagenet_samples = self.imagenet_samples[:cfg.data.max_val_images]
 
-        seed_everything(cfg.run.seed)
-        m = cfg.model
-        self.model = MoPro(m.arch, m.width, m.num_class, m.low_dim, cfg.mopro.queue_size, m.wide_stem)
-        self.model.set_bn_splits(self.bn_splits)
-        cuda = dev.type == "cuda"
-        self.channels_last = cuda and cfg.run.channels_last
-        self.model.to(dev)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        prec = cfg.run.precision
-        if prec == "bf16" and not (cuda or dev.type == "cpu"):
-            raise BenchError("run.precision=bf16 needs a CUDA device or the CPU", "use run.precision=fp32")
-        self.amp_dtype = torch.bfloat16 if (prec == "bf16" or (prec == "auto" and cuda)) else None
-        if prec == "fp64":
-            self.model.double()
-        if self.world > 1:  # identical start on every process
-            for t in self.model.state_dict().values():
-                dist.broadcast(t, 0)
-        if cfg.run.compile:
-            self.model.encoder_q.compile()
-        if self.world > 1:
-            self.q_net: nn.Module = nn.parallel.DistributedDataParallel(
-                self.model.encoder_q, device_ids=[dev.index] if cuda else None, broadcast_buffers=False)
-        else:
-            self.q_net = self.model.encoder_q
-        opt_kw: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
-        self.optimizer = torch.optim.SGD(self.model.encoder_q.parameters(), lr=lr_at(cfg, 0), momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay, **opt_kw)
-        self.env = StepEnv(cfg, self.world, self.rank, self.amp_dtype, self.channels_last)
+        built = build_model_and_optimizer(cfg, dev, world=self.world, rank=self.rank, bn_splits=self.bn_splits)
+        self.model, self.q_net, self.optimizer, self.env = built.model, built.q_net, built.optimizer, built.env
+        self.amp_dtype, self.channels_last = built.env.amp_dtype, built.env.channels_last
         self.pre = Preprocess(mean=tuple(cfg.aug.mean), std=tuple(cfg.aug.std))
 
     # ------------------------------------------------------------------------------------------ checkpoint
@@ -597,8 +637,7 @@ class Trainer:
             for epoch in range(start_epoch, cfg.optim.epochs):
                 t0 = time.time()
                 lr = lr_at(cfg, epoch)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+                set_lr(self.optimizer, lr)
                 if epoch != start_epoch or start_batch == 0:
                     start_batch = 0
                     self.epoch_stats.zero_()

@@ -66,29 +66,37 @@ def build_overrides(args) -> dict:
 
 
 def run(args) -> int:
+    """The config is resolved once, here: the overrides over the defaults, or -- with ``--resume`` and an ``--out``
+    holding the run -- over the resumed run's saved config (``--print-config`` prints exactly what would train)."""
     from mopro_bench.pretrain.config import PretrainConfig, RunConfig, make_config
 
     overrides = build_overrides(args)
     base = PretrainConfig(run=RunConfig(seed=args.seed))
     if args.print_config:
-        cfg = make_config(overrides, base)
+        if args.out and args.resume:
+            from mopro_bench.pretrain.trainer import resolve_run
+
+            cfg = resolve_run(overrides, args.out, args.resume, base).cfg
+        else:
+            cfg = make_config(overrides, base)
         print(json.dumps(cfg.to_dict(), indent=2))
         print("# fields: " + " ".join(field_names(cfg)))
         return 0
     if not args.data or not args.out:
         raise BenchError("pretrain needs --data ROOT and --out DIR",
                          "e.g. mopro-bench pretrain --data webvision/ --out runs/mopro")
-    make_config(overrides, base)  # fail fast on a bad --set before touching devices or data
-    if args.slurm:
+    if args.slurm:  # the job resolves its config when it starts (it resumes whatever the queue left in --out)
+        make_config(overrides, base)  # fail fast on a bad --set before submitting
         from mopro_bench.pretrain.slurm import submit
 
         job = submit(args, overrides)
         print(f"submitted Slurm job {job.job_id}; logs in {args.out}/slurm")
         return 0
-    from mopro_bench.pretrain.trainer import run_pretrain
+    from mopro_bench.pretrain.trainer import resolve_run, run_pretrain
 
+    resolved = resolve_run(overrides, args.out, args.resume, base)  # fails fast on a bad --set, before devices or data
     result = run_pretrain(overrides, args.data, args.out, device=args.device, workers=args.workers, resume=args.resume,
-                          imagenet=args.imagenet, progress=not args.no_progress, base_config=base)
+                          imagenet=args.imagenet, progress=not args.no_progress, base_config=base, run=resolved)
     if result.status == "done" and result.is_main:
         print(f"done: {result.step} steps; checkpoint {result.checkpoint}")
         if result.warnings:

@@ -202,10 +202,11 @@ class Progress(HookBase):
         self.desc, self.enabled = desc, enabled
         self.bar = None
 
-    def wrap(self, iterable: Iterable[Any], total: int | None = None) -> Iterable[Any]:
+    def wrap(self, iterable: Iterable[Any], total: int | None = None, **tqdm_kw: Any) -> Iterable[Any]:
         from tqdm import tqdm
 
-        self.bar = tqdm(iterable, total=total, desc=self.desc(self.trainer.epoch), disable=not self.enabled, leave=False)
+        self.bar = tqdm(iterable, total=total, desc=self.desc(self.trainer.epoch), disable=not self.enabled, leave=False,
+                        **tqdm_kw)
         return self.bar
 
     def after_epoch(self) -> None:

@@ -21,6 +21,26 @@ def test_print_config_and_overrides(cli):
     assert "mopro.pseudo_th" in out
 
 
+def test_print_config_with_resume_prints_the_resumed_runs_config(cli, tmp_path):
+    from mopro_bench.pretrain.checkpoint import checkpoint_name
+    from mopro_bench.pretrain.config import make_config
+
+    saved = make_config({"optim.lr": 0.05, "optim.epochs": 7, "model.arch": "resnet18", "data.batch_size": 16,
+                         "mopro.queue_size": 32})
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"mopro_bench": {"config": saved.to_dict()}, "state_dict": {}, "step": 3}, run / checkpoint_name(3))
+    code, out, err = cli("pretrain", "--print-config", "--out", run, "--resume", "auto", "--set", "optim.epochs=9")
+    assert code == 0, err
+    cfg = json.loads(out.split("\n# fields:")[0])
+    assert cfg["optim"]["lr"] == 0.05 and cfg["optim"]["epochs"] == 9 and cfg["model"]["arch"] == "resnet18"
+    assert cfg["data"]["batch_size"] == 16 and cfg["mopro"]["queue_size"] == 32
+    code, out, _ = cli("pretrain", "--print-config", "--out", tmp_path / "empty", "--resume", "auto")
+    assert code == 0 and json.loads(out.split("\n# fields:")[0])["optim"]["lr"] == 0.1  # nothing to resume: fresh
+    code, _, err = cli("pretrain", "--print-config", "--out", run, "--resume", "auto", "--set", "data.batch_size=32")
+    assert code == 2 and "differs from the checkpoint being resumed" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--set", "optim.lrr=1"], "unknown setting 'optim.lrr'"),
     (["--set", "mopro.queue_size=40"], "queue_size=40 is not a multiple of the global batch 16"),
