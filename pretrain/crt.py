@@ -31,12 +31,15 @@ from torch.utils.data import DataLoader, Dataset
 from mopro_bench.backbones import Preprocess
 from mopro_bench.config import apply_overrides, to_dict
 from mopro_bench.data.common import train_transform
+from mopro_bench.engine.distributed import all_reduce_mean_grads, cleanup_distributed, init_distributed
+from mopro_bench.engine.loop import DivergenceGuard, EpochCallback, LRSchedule, Progress, TrainerBase
+from mopro_bench.engine.precision import autocast
+from mopro_bench.engine.schedule import epoch_lr
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_torch_save, atomic_write_json, sha256_file
 from mopro_bench.pretrain.checkpoint import FILE_SHA256
 from mopro_bench.pretrain.data import derive_seed
 from mopro_bench.pretrain.noise_clean import load_model
-from mopro_bench.runtime import cleanup_distributed, init_distributed
 
 SAMPLINGS = ("sqrt", "class")
 CRT_SCHEDULES = ("step", "cos", "const")
@@ -97,11 +100,7 @@ def validate_crt(c: CRTConfig) -> CRTConfig:
 
 
 def crt_lr(c: CRTConfig, epoch: int) -> float:
-    if c.schedule == "cos":
-        return c.lr * 0.5 * (1 + math.cos(math.pi * epoch / c.epochs))
-    if c.schedule == "step":
-        return c.lr * c.gamma ** sum(epoch >= m for m in c.milestones)
-    return c.lr
+    return epoch_lr(c.schedule, c.lr, epoch, epochs=c.epochs, milestones=c.milestones, gamma=c.gamma)
 
 
 @dataclass
@@ -145,6 +144,51 @@ def balanced_draw(labels: list[int], n: int, seed: int, epoch: int) -> torch.Ten
     return torch.multinomial(weights, n, replacement=True, generator=g)
 
 
+class _CRTLoop(TrainerBase):
+    """cRT on the engine's loop: the epoch's data is the balanced order (seeded by ``(seed, epoch)``), the step trains
+    the classifier on the frozen trunk's features; LR, divergence guard, progress bar and the epoch record are hooks."""
+
+    def __init__(self, enc, clf, opt, cfg_c: CRTConfig, paths, labels, tf, info, dev: torch.device, workers: int, amp):
+        super().__init__()
+        self.enc, self.clf, self.opt, self.cfg_c = enc, clf, opt, cfg_c
+        self.paths, self.labels, self.tf, self.info, self.dev, self.workers, self.amp = paths, labels, tf, info, dev, workers, amp
+        self.local = cfg_c.batch_size // info.world_size
+        self.history: list[dict[str, Any]] = []
+        self.metrics: dict[str, Any] = {}
+        self.bar: Progress | None = None
+
+    def epoch_batches(self):
+        c, info, epoch = self.cfg_c, self.info, self.epoch
+        self.t0 = time.time()
+        if c.sampling == "sqrt":
+            order = sqrt_balanced_order(self.labels, c.seed, epoch).tolist()
+        else:
+            order = balanced_draw(self.labels, len(self.labels), c.seed, epoch).tolist()
+        self.n_batches = len(order) // c.batch_size
+        mine = [order[b * c.batch_size + info.rank * self.local + j] for b in range(self.n_batches) for j in range(self.local)]
+        torch.manual_seed(derive_seed("crt-aug", c.seed, epoch, info.rank))
+        loader = DataLoader(_Indexed(self.paths, self.labels, self.tf, mine), batch_size=self.local, num_workers=self.workers,
+                            drop_last=True, pin_memory=self.dev.type == "cuda")
+        self.tot, self.n = 0.0, 0
+        return self.bar.wrap(loader) if self.bar is not None else loader
+
+    def run_step(self, batch) -> torch.Tensor:
+        x, y = batch
+        x, y = x.to(self.dev, non_blocking=True), y.to(self.dev, non_blocking=True)
+        with torch.no_grad(), autocast(self.dev, self.amp):
+            h = self.enc.trunk(x)
+        loss = F.cross_entropy(self.clf(h.float()), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        all_reduce_mean_grads(self.clf.parameters(), self.info.world_size)
+        if not torch.isfinite(loss.detach()).all():
+            return loss.detach()  # the divergence guard stops the run before this step changes the classifier
+        self.opt.step()
+        self.tot += float(loss.detach()) * len(y)
+        self.n += len(y)
+        return loss.detach()
+
+
 class _Indexed(Dataset):
     def __init__(self, paths, labels, transform, order: list[int]):
         self.paths, self.labels, self.transform, self.order = paths, labels, transform, order
@@ -162,8 +206,6 @@ class _Indexed(Dataset):
 def retrain(data_root: str | Path, ckpt: str | Path, annotation: str | Path, out: str | Path, *,
             overrides: dict[str, Any] | None = None, device: str = "auto", workers: int = 0,
             progress: bool = True) -> CRTResult:
-    from tqdm import tqdm
-
     from mopro_bench.pretrain.checkpoint import check_out_dir
     from mopro_bench.pretrain.trainer import evaluate_classifier, load_train_set
 
@@ -197,53 +239,32 @@ def retrain(data_root: str | Path, ckpt: str | Path, annotation: str | Path, out
         for p in clf.parameters():
             p.requires_grad_(True)
         opt = torch.optim.SGD(clf.parameters(), lr=cfg_c.lr, momentum=cfg_c.momentum, weight_decay=cfg_c.weight_decay)
-        local = cfg_c.batch_size // info.world_size
-        history: list[dict[str, Any]] = []
-        metrics: dict[str, Any] = {}
         # the pretraining run's precision (fp32 = the reference; auto/bf16 = bf16 autocast on CUDA)
         amp = torch.bfloat16 if dev.type == "cuda" and cfg.run.precision in ("auto", "bf16") else None
-        for epoch in range(cfg_c.epochs):
-            t0 = time.time()
-            lr = crt_lr(cfg_c, epoch)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            if cfg_c.sampling == "sqrt":
-                order = sqrt_balanced_order(labels, cfg_c.seed, epoch).tolist()
-            else:
-                order = balanced_draw(labels, len(labels), cfg_c.seed, epoch).tolist()
-            n_batches = len(order) // cfg_c.batch_size
-            mine = [order[b * cfg_c.batch_size + info.rank * local + j] for b in range(n_batches) for j in range(local)]
-            torch.manual_seed(derive_seed("crt-aug", cfg_c.seed, epoch, info.rank))
-            loader = DataLoader(_Indexed(paths, labels, tf, mine), batch_size=local, num_workers=workers, drop_last=True,
-                                pin_memory=dev.type == "cuda")
-            tot, n = 0.0, 0
-            for x, y in tqdm(loader, desc=f"cRT epoch {epoch}", disable=not (progress and info.is_main), leave=False):
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                with torch.no_grad(), (torch.autocast("cuda", dtype=amp) if amp else torch.autocast("cpu", enabled=False)):
-                    h = enc.trunk(x)
-                loss = F.cross_entropy(clf(h.float()), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if info.world_size > 1:
-                    for p in clf.parameters():
-                        dist.all_reduce(p.grad)
-                        p.grad.div_(info.world_size)
-                if not torch.isfinite(loss.detach()).all():
-                    raise BenchError(f"cRT diverged: non-finite loss at epoch {epoch} (lr {lr:.4g}); nothing was written",
-                                     "lower --set lr (the reference's is 0.01) or check the checkpoint and the data")
-                opt.step()
-                tot += float(loss.detach()) * len(y)
-                n += len(y)
-            rec: dict[str, Any] = {"epoch": epoch, "lr": lr, "loss": tot / max(1, n), "steps": n_batches,
-                                   "seconds": round(time.time() - t0, 3)}
-            if val and cfg_c.eval_every and ((epoch + 1) % cfg_c.eval_every == 0 or epoch == cfg_c.epochs - 1):
+        loop = _CRTLoop(enc, clf, opt, cfg_c, paths, labels, tf, info, dev, workers, amp)
+        bar = Progress(lambda epoch: f"cRT epoch {epoch}", enabled=progress and info.is_main)
+        loop.bar = bar
+
+        def diverged(tr: _CRTLoop) -> BenchError:
+            return BenchError(f"cRT diverged: non-finite loss at epoch {tr.epoch} (lr {tr.lr:.4g}); nothing was written",
+                              "lower --set lr (the reference's is 0.01) or check the checkpoint and the data")
+
+        def end_epoch(tr: _CRTLoop) -> None:
+            rec: dict[str, Any] = {"epoch": tr.epoch, "lr": tr.lr, "loss": tr.tot / max(1, tr.n), "steps": tr.n_batches,
+                                   "seconds": round(time.time() - tr.t0, 3)}
+            if val and cfg_c.eval_every and ((tr.epoch + 1) % cfg_c.eval_every == 0 or tr.epoch == cfg_c.epochs - 1):
                 r = evaluate_classifier(model, val, image_size, pre, dev, 256, workers, info.world_size, info.rank, amp)
-                metrics = {"webvision_val/top1": r["top1"], "webvision_val/top5": r["top5"]}
-                rec.update(metrics)
-            history.append(rec)
+                tr.metrics = {"webvision_val/top1": r["top1"], "webvision_val/top5": r["top5"]}
+                rec.update(tr.metrics)
+            tr.history.append(rec)
             if info.is_main:
-                print(f"cRT epoch {epoch}  loss {rec['loss']:.4f}  lr {lr:.4g}" +
+                print(f"cRT epoch {tr.epoch}  loss {rec['loss']:.4f}  lr {tr.lr:.4g}" +
                       "".join(f"  {k} {v:.2f}" for k, v in rec.items() if "/" in k), flush=True)
+
+        loop.register_hooks([LRSchedule(opt, lambda epoch: crt_lr(cfg_c, epoch)), bar, DivergenceGuard(diverged),
+                             EpochCallback(end_epoch)])
+        loop.train(0, cfg_c.epochs)
+        history, metrics = loop.history, loop.metrics
         out = Path(out).expanduser()
         path = out / "checkpoint_crt.pth.tar"
         if info.is_main:
