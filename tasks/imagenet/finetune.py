@@ -42,11 +42,17 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from mopro_bench.engine.distributed import env_is_distributed, init_distributed, is_main, rank_world
+from mopro_bench.engine.loop import EpochCallback, LRSchedule, TrainerBase
+from mopro_bench.engine.precision import check_precision, exact_fp32
+from mopro_bench.engine.precision import precision_autocast as _autocast
+from mopro_bench.engine.schedule import cosine_lr, set_lr, step_lr
+from mopro_bench.engine.seeding import epoch_seed, seed_everything
+from mopro_bench.engine.state import save_state
 from mopro_bench.errors import BenchError
-from mopro_bench.io import atomic_torch_save, sha256_json
+from mopro_bench.io import sha256_json
 from mopro_bench.metrics.classification import TopKMeter, topk_accuracy
 from mopro_bench.registry import RunContext
-from mopro_bench.runtime import env_is_distributed, init_distributed, seed_everything
 
 STATE_FILE = "train_state.pt"
 STATE_FORMAT = 1
@@ -93,54 +99,9 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def lr_at(base_lr: float, epoch: int, milestones: Sequence[int], gamma: float) -> float:
-    """Step schedule: ``base_lr * gamma ** #{m in milestones : epoch >= m}`` for 0-based ``epoch``."""
-    return base_lr * gamma ** sum(1 for m in milestones if epoch >= m)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank), 0x5EED]).generate_state(1)[0])
-
-
-def _is_main() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise BenchError(f"precision={precision!r} is unknown", "use --set precision=fp32 (the sources' setting) or bf16")
-
-
-def _autocast(device: torch.device, precision: str = "fp32"):
-    """bf16 autocast on ``device`` for ``precision="bf16"``; nothing for fp32."""
-    check_precision(precision)
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def exact_fp32(device: torch.device, precision: str):
-    """For ``precision="fp32"`` on CUDA: TF32 off for cuDNN convolutions and matmuls (restored afterwards), so fp32 means
-    fp32 as on the pre-Ampere GPUs the published protocols ran on."""
-    if precision != "fp32" or device.type != "cuda":
-        yield
-        return
-    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+# schedule, precision, rank helpers, seeding and the state file: mopro_bench.engine
+_is_main = is_main
+_world = rank_world
 
 
 def bn_groups(per_rank: int, bn_batch: int) -> int:
@@ -219,6 +180,72 @@ def evaluate_model(model: nn.Module, dataset: Dataset, device: torch.device, *, 
     return out
 
 
+class _FinetuneLoop(TrainerBase):
+    """One supervised run on the engine's loop: the epoch's data is a function of ``(seed, epoch, rank)`` (or
+    ``epoch_order``), the step is :func:`grouped_forward_loss` + SGD; the LR per parameter group and the end of an
+    epoch (:meth:`SupervisedTrainer._end_epoch`) are hooks."""
+
+    def __init__(self, owner: SupervisedTrainer, train_model: nn.Module, optimizer: torch.optim.Optimizer,
+                 device: torch.device, groups: int, ce: nn.Module, per_rank: int, rank: int, world: int):
+        super().__init__()
+        self.o, self.train_model, self.optimizer, self.device = owner, train_model, optimizer, device
+        self.groups, self.ce = groups, ce
+        self.per_rank, self.rank, self.world = per_rank, rank, world
+        self.amp = _autocast(device, owner.cfg.precision)
+        self.skipped = 0
+        self.writer = None
+        self.history: list[dict[str, Any]] = []
+
+    def epoch_batches(self):
+        from tqdm.auto import tqdm
+
+        o, epoch, rank, world = self.o, self.epoch, self.rank, self.world
+        self.t0 = time.time()
+        n = len(o.train_set)
+        seed_everything(epoch_seed(o.ctx.seed, epoch, rank))
+        if o.epoch_order is not None:
+            order = [int(i) for i in o.epoch_order(epoch)]
+            if any(i < 0 or i >= n for i in order):
+                raise ValueError("epoch_order returned an index outside the training set")
+            shard = order[:len(order) - len(order) % world][rank::world]
+        else:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(o.ctx.seed, epoch)))
+            shard = perm[:n - n % world][rank::world].tolist()
+        loader = DataLoader(Subset(o.train_set, shard), batch_size=self.per_rank, shuffle=False,
+                            num_workers=o.ctx.workers, pin_memory=self.device.type == "cuda", drop_last=False)
+        self.train_model.train()
+        for m in o.frozen:
+            m.eval()
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.count = 0
+        self.bar = tqdm(loader, desc=f"{o.desc} {epoch + 1}/{o.cfg.epochs}", disable=not (o.ctx.progress and rank == 0),
+                        leave=False)
+        return self.bar
+
+    def run_step(self, batch) -> None:
+        x, y, _ = batch
+        if x.shape[0] < 2:  # BatchNorm in train mode cannot normalise one sample; same on every rank
+            self.skipped += 1
+            return None
+        device = self.device
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.to(memory_format=torch.channels_last)
+        loss = grouped_forward_loss(self.train_model, x, y, self.groups, self.ce, self.amp)
+        if loss is None:  # every BatchNorm group of this (last, small) batch had a single image
+            self.skipped += 1
+            return None
+        opt = self.optimizer
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.loss_sum += loss.detach().double() * x.shape[0]
+        self.count += x.shape[0]
+        if self.rank == 0 and self.o.ctx.progress and self.count % (20 * self.per_rank) < x.shape[0]:
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # a GPU sync: only every 20 steps
+        return None  # finetuning checks the epoch's mean loss (SupervisedTrainer._end_epoch), not every step
+
+
 class SupervisedTrainer:
     """Train ``model`` (images -> logits) with SGD on ``train_set``; evaluate on ``eval_set``. See the module doc.
 
@@ -291,7 +318,7 @@ class SupervisedTrainer:
     def _write_state(self, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict], finished: bool) -> None:
         if self.state_path is None or not _is_main():
             return
-        atomic_torch_save(self.state_path, {
+        save_state(self.state_path, {
             "format": STATE_FORMAT, "key": self.key, "run": sha256_json(self.run_key), "epoch": epoch,
             "epochs": self.cfg.epochs, "finished": finished, "model": self._saved_state_dict(),
             "optimizer": optimizer.state_dict(), "history": history,
@@ -318,8 +345,6 @@ class SupervisedTrainer:
             return self._fit(device)
 
     def _fit(self, device: torch.device) -> FitResult:
-        from tqdm.auto import tqdm
-
         t_start = time.time()
         rank, world = _world()
         cfg = self.cfg
@@ -335,7 +360,6 @@ class SupervisedTrainer:
         if cfg.sync_bn and cfg.bn_batch not in (0, cfg.batch_size):
             raise BenchError(f"sync_bn=True normalises over the global batch, but bn_batch={cfg.bn_batch}",
                              f"--set bn_batch={cfg.batch_size} (or 0) with sync_bn, or sync_bn=False")
-        amp = _autocast(device, cfg.precision)
         model = self.model.to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -365,77 +389,17 @@ class SupervisedTrainer:
         if world > 1:
             kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
             train_model = nn.parallel.DistributedDataParallel(model, **kw)
-        writer = self._writer()
         ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        n = len(self.train_set)
-        usable = n - n % world
-        skipped = 0
+        loop = _FinetuneLoop(self, train_model, optimizer, device, groups, ce, per_rank, rank, world)
+        loop.writer = self._writer()
+        loop.history = history
         base_lrs = [g.lr for g in self.groups]
-        for epoch in range(start, cfg.epochs):
-            t0 = time.time()
-            lrs = {}
-            for pg, base, g in zip(optimizer.param_groups, base_lrs, self.groups):
-                pg["lr"] = lr_at(base, epoch, cfg.milestones, cfg.gamma)
-                lrs[g.name] = pg["lr"]
-            seed_everything(epoch_seed(self.ctx.seed, epoch, rank))
-            if self.epoch_order is not None:
-                order = [int(i) for i in self.epoch_order(epoch)]
-                if any(i < 0 or i >= n for i in order):
-                    raise ValueError("epoch_order returned an index outside the training set")
-                shard = order[:len(order) - len(order) % world][rank::world]
-            else:
-                perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.ctx.seed, epoch)))
-                shard = perm[:usable][rank::world].tolist()
-            loader = DataLoader(Subset(self.train_set, shard), batch_size=per_rank, shuffle=False,
-                                num_workers=self.ctx.workers, pin_memory=device.type == "cuda", drop_last=False)
-            train_model.train()
-            for m in self.frozen:
-                m.eval()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            count = 0
-            bar = tqdm(loader, desc=f"{self.desc} {epoch + 1}/{cfg.epochs}", disable=not (self.ctx.progress and rank == 0),
-                       leave=False)
-            for x, y, _ in bar:
-                if x.shape[0] < 2:  # BatchNorm in train mode cannot normalise one sample; same on every rank
-                    skipped += 1
-                    continue
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if device.type == "cuda":
-                    x = x.to(memory_format=torch.channels_last)
-                loss = grouped_forward_loss(train_model, x, y, groups, ce, amp)
-                if loss is None:  # every BatchNorm group of this (last, small) batch had a single image
-                    skipped += 1
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach().double() * x.shape[0]
-                count += x.shape[0]
-                if rank == 0 and self.ctx.progress and count % (20 * per_rank) < x.shape[0]:
-                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # a GPU sync: only every 20 steps
-            stats = torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)])
-            if world > 1:
-                dist.all_reduce(stats)
-            mean_loss = float(stats[0] / stats[1]) if stats[1] > 0 else float("nan")
-            if count and not math.isfinite(mean_loss):
-                raise BenchError(f"training diverged: the loss is {mean_loss} in epoch {epoch + 1}",
-                                 "lower the learning rate (--set lr...=...) or check the checkpoint and the data")
-            entry: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lrs, "samples": int(stats[1]),
-                                     "seconds": round(time.time() - t0, 3)}
-            last = epoch + 1 == cfg.epochs
-            if self.eval_set is not None and (last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)):
-                if world > 1:  # every rank scores its val shard with rank 0's BatchNorm statistics (as DDP's forward)
-                    for b in model.buffers():
-                        dist.broadcast(b, 0)
-                entry.update(self._evaluate(model, device, f"eval {epoch + 1}/{cfg.epochs}"))
-            history.append(entry)
-            writer = self._log(writer, entry)
-            if last or (cfg.save_every > 0 and (epoch + 1) % cfg.save_every == 0):
-                self._write_state(optimizer, epoch + 1, history, finished=last)
-            if world > 1:
-                dist.barrier()
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch + 1)
+        loop.register_hooks([
+            LRSchedule(optimizer, lambda epoch: [step_lr(base, epoch, cfg.milestones, cfg.gamma) for base in base_lrs]),
+            EpochCallback(lambda tr: self._end_epoch(tr, model, optimizer, device)),
+        ])
+        loop.train(start, cfg.epochs)
+        writer, history, skipped = loop.writer, loop.history, loop.skipped
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
@@ -450,6 +414,35 @@ class SupervisedTrainer:
                          resumed_from_epoch=resumed_from, world_size=world, per_rank_batch=per_rank,
                          amp="bf16" if cfg.precision == "bf16" else None, seconds=time.time() - t_start,
                          skipped_batches=skipped)
+
+    def _end_epoch(self, tr: _FinetuneLoop, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        """After an epoch (a hook): the mean loss over ranks (a non-finite one stops the run), evaluation when due, the
+        history entry, TensorBoard, the resumable state, and ``on_epoch_end``."""
+        cfg, epoch, world = self.cfg, tr.epoch, tr.world
+        lrs = {g.name: lr for g, lr in zip(self.groups, tr.lr)}
+        stats = torch.stack([tr.loss_sum, torch.tensor(float(tr.count), dtype=torch.float64, device=device)])
+        if world > 1:
+            dist.all_reduce(stats)
+        mean_loss = float(stats[0] / stats[1]) if stats[1] > 0 else float("nan")
+        if tr.count and not math.isfinite(mean_loss):
+            raise BenchError(f"training diverged: the loss is {mean_loss} in epoch {epoch + 1}",
+                             "lower the learning rate (--set lr...=...) or check the checkpoint and the data")
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lrs, "samples": int(stats[1]),
+                                 "seconds": round(time.time() - tr.t0, 3)}
+        last = epoch + 1 == cfg.epochs
+        if self.eval_set is not None and (last or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)):
+            if world > 1:  # every rank scores its val shard with rank 0's BatchNorm statistics (as DDP's forward)
+                for b in model.buffers():
+                    dist.broadcast(b, 0)
+            entry.update(self._evaluate(model, device, f"eval {epoch + 1}/{cfg.epochs}"))
+        tr.history.append(entry)
+        tr.writer = self._log(tr.writer, entry)
+        if last or (cfg.save_every > 0 and (epoch + 1) % cfg.save_every == 0):
+            self._write_state(optimizer, epoch + 1, tr.history, finished=last)
+        if world > 1:
+            dist.barrier()
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch + 1)
 
     def _evaluate(self, model: nn.Module, device: torch.device, desc: str) -> dict[str, float]:
         bs = self.eval_batch_size or self.ctx.batch_size or (256 if device.type == "cuda" else 64)
@@ -566,9 +559,7 @@ def fit_linear_on_features(
         loss_sum = 0.0
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            cur = lr * (0.5 * (1 + math.cos(math.pi * step / total)) if schedule == "cosine" else 1.0)
-            for pg in opt.param_groups:
-                pg["lr"] = cur
+            set_lr(opt, cosine_lr(lr, step, total) if schedule == "cosine" else lr)  # x0.5 is exact: same floats
             loss = nn.functional.cross_entropy(lin(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -65,20 +65,15 @@ from torchvision import transforms as T
 
 from mopro_bench.checkpoints import IMAGENET_COMPATIBLE, LoadedCheckpoint
 from mopro_bench.data.common import ImageList, eval_transform, normalize
+from mopro_bench.engine.precision import exact_fp32
+from mopro_bench.engine.precision import precision_autocast as _autocast
 from mopro_bench.errors import BenchError
 from mopro_bench.features import checkpoint_identity, extract_features
 from mopro_bench.io import sha256_lines
 from mopro_bench.metrics.classification import topk_accuracy
 from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
 from mopro_bench.runtime import all_gather_cat
-from mopro_bench.tasks.imagenet.finetune import (
-    ParamGroup,
-    SupervisedTrainer,
-    TrainConfig,
-    _autocast,
-    exact_fp32,
-    fit_linear_on_features,
-)
+from mopro_bench.tasks.imagenet.finetune import ParamGroup, SupervisedTrainer, TrainConfig, fit_linear_on_features
 from mopro_bench.tasks.imagenet.subsets import LabelledSubset, as_released_epoch_order, resolve_as_released, resolve_subset
 
 NUM_CLASSES = 1000

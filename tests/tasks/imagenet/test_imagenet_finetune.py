@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from mopro_bench.engine.schedule import step_lr as lr_at
 from mopro_bench.errors import BenchError
 from mopro_bench.registry import RunContext
 from mopro_bench.tasks.imagenet.finetune import (
@@ -16,7 +17,6 @@ from mopro_bench.tasks.imagenet.finetune import (
     SupervisedTrainer,
     TrainConfig,
     fit_linear_on_features,
-    lr_at,
 )
 
 
