@@ -129,14 +129,13 @@ def listing(root: Path, split: str, data: dict, *, kind: str) -> SplitListing:
     return SplitListing(len(samples), OFFICIAL_SIZES.get(kind), [f"{p.parent.name}/{p.name} {y}" for p, y in samples])
 
 
-def _layout(kind: str, code: int) -> DatasetLayout:
+def _layout(kind: str, code: int, name: str) -> DatasetLayout:
     return DatasetLayout(
-        kind=kind, description=f"{kind.replace('imagenet', 'ImageNet').replace('-r', '-R').replace('-a', '-A')} "
-                               "(<wnid>/ folders, ImageNet-1k labels)",
+        kind=kind, description=f"{name} (<wnid>/ folders of its 200 classes, ImageNet-1k labels)",
         splits=("test",), official_sizes={"test": OFFICIAL_SIZES[kind]}, check=check_imagenet_ra, synth=synth_imagenet_ra,
         synth_sizes=SYNTH_SIZES[kind], synth_code=code, listing=functools.partial(listing, kind=kind),
     )
 
 
-IMAGENET_R = _layout("imagenet-r", 6)
-IMAGENET_A = _layout("imagenet-a", 7)
+IMAGENET_R = _layout("imagenet-r", 6, "ImageNet-R")
+IMAGENET_A = _layout("imagenet-a", 7, "ImageNet-A")
