@@ -44,8 +44,9 @@ from mopro_bench.backbones import Preprocess
 from mopro_bench.config import apply_overrides
 from mopro_bench.data.common import ImageList, eval_transform
 from mopro_bench.engine.distributed import all_gather_cat, cleanup_distributed, init_distributed
+from mopro_bench.engine.loop import DivergenceGuard, EpochCallback, HookBase, LRSchedule, Progress, TrainerBase
 from mopro_bench.engine.precision import autocast as _autocast
-from mopro_bench.engine.schedule import epoch_lr, set_lr
+from mopro_bench.engine.schedule import epoch_lr
 from mopro_bench.engine.seeding import seed_everything
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json
@@ -386,6 +387,88 @@ class _StopFlag:
         self.signum = signum
 
 
+class _PretrainLoop(TrainerBase):
+    """MoPro pretraining on the engine's loop: the epoch's data is the global-batch sampler from ``(epoch, batch)``
+    (a resumed run starts mid-epoch), the step is :func:`mopro_step`; LR, progress bar, divergence guard, step log,
+    preemption / mid-epoch checkpoints and the end of an epoch are hooks."""
+
+    def __init__(self, trainer: Trainer, start_batch: int):
+        super().__init__()
+        self.t = trainer
+        self.start_batch = start_batch
+        self.status, self.ckpt_path = "done", None
+        self.bar: Progress | None = None
+
+    def epoch_batches(self):
+        t, epoch = self.t, self.epoch
+        self.t0 = time.time()
+        if epoch != self.start_epoch or self.start_batch == 0:
+            self.start_batch = 0
+            t.epoch_stats.zero_()
+        t.sampler.set_epoch(epoch, self.start_batch)
+        loader = DataLoader(t.dataset, batch_sampler=t.sampler, num_workers=t.workers,
+                            pin_memory=t.device.type == "cuda" and t.cfg.data.pin_memory, persistent_workers=False)
+        self.batch_idx = self.start_batch
+        return self.bar.wrap(loader, total=len(t.sampler), dynamic_ncols=True)
+
+    def run_step(self, batch) -> torch.Tensor:
+        t = self.t
+        views, target, _ = batch
+        dt = t.model.queue.dtype
+        x_q = views[0].to(t.device, dt, non_blocking=True)
+        x_k = views[1].to(t.device, dt, non_blocking=True)
+        target = target.to(t.device, non_blocking=True)
+        stats = mopro_step(t.model, t.q_net, t.optimizer, x_q, x_k, target, epoch=self.epoch, step=t.global_step, env=t.env)
+        t.global_step += 1
+        self.batch_idx += 1
+        self.st = stats.double().cpu()
+        return self.st[:5]  # the losses and acc: the same on every process (the stats are all-reduced)
+
+
+class _StepLog(HookBase):
+    """After every step: the epoch's sums, and every ``run.log_every`` steps a line of train_log.jsonl, TensorBoard
+    scalars and the progress bar's postfix (main process)."""
+
+    def after_step(self) -> None:
+        loop: _PretrainLoop = self.trainer  # type: ignore[assignment]
+        t, st = loop.t, loop.st
+        t.epoch_stats += st
+        if t.is_main and (t.global_step % max(1, t.cfg.run.log_every) == 0):
+            rec = {"step": t.global_step, "epoch": loop.epoch, "lr": loop.lr,
+                   **{k: float(v) for k, v in zip(STAT_KEYS, st.tolist())}}
+            t.steps_fh.write(json.dumps(rec) + "\n")
+            t.steps_fh.flush()
+            if t.tb is not None:
+                for k in ("loss", "loss_inst", "loss_cls", "loss_proto"):
+                    t.tb.add_scalar(f"train/{k}", rec[k], t.global_step)
+                t.tb.add_scalar("train/lr", loop.lr, t.global_step)
+            loop.bar.bar.set_postfix(t._postfix(rec, loop.lr, loop.epoch))
+
+
+class _Preemption(HookBase):
+    """After every step: SIGTERM/SIGUSR1 (agreed over processes) or ``ckpt.every_steps`` -> a mid-epoch checkpoint; a
+    stop ends the run as "preempted". ``MOPRO_BENCH_FAULT`` (tests) sends SIGTERM / SIGKILL after a given step."""
+
+    def __init__(self, stop: _StopFlag, fault_kind: str, fault_step: str):
+        self.stop, self.fault_kind, self.fault_step = stop, fault_kind, fault_step
+
+    def after_step(self) -> None:
+        loop: _PretrainLoop = self.trainer  # type: ignore[assignment]
+        t = loop.t
+        if self.fault_kind == "term" and str(t.global_step) == self.fault_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        stop_now = t._agree_stop(self.stop)
+        mid = loop.batch_idx < t.sampler.batches_per_epoch
+        every = t.cfg.ckpt.every_steps
+        if mid and (stop_now or (every and t.global_step % every == 0)):
+            loop.ckpt_path = t._save(loop.epoch, loop.epoch, loop.batch_idx)
+        if self.fault_kind == "kill" and str(t.global_step) == self.fault_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if stop_now and mid:
+            loop.status = "preempted"
+            loop.stop_requested = True
+
+
 class Trainer:
     """``Trainer(overrides, data_root, out, ...).fit()``. Every process of a torchrun job runs the same code."""
 
@@ -485,9 +568,12 @@ class Trainer:
 
     def _diverged(self, epoch: int, batch_idx: int, what: str) -> None:
         """Stop: a non-finite loss (or weights). Nothing of this state is saved; the last good checkpoint stays newest."""
+        raise self._divergence(epoch, batch_idx, what)
+
+    def _divergence(self, epoch: int, batch_idx: int, what: str) -> BenchError:
         lr = lr_at(self.cfg, epoch)
         prec = self.cfg.run.precision
-        raise BenchError(
+        return BenchError(
             f"pretraining diverged: {what} at epoch {epoch}, batch {batch_idx} of {self.sampler.batches_per_epoch} "
             f"(global step {self.global_step}, lr {lr:.4g}); nothing saved from it, {self._newest_checkpoint()}",
             f"lower optim.lr (e.g. --set optim.lr={lr / 10:.4g}), check the data (`mopro-bench data check`)"
@@ -629,82 +715,47 @@ class Trainer:
                       f"{cfg.data.batch_size} on {self.world} process(es) x {self.bn_splits} BN group(s), "
                       f"{self.sampler.batches_per_epoch} steps/epoch, device {self.device}, "
                       f"{'bf16' if self.amp_dtype else 'fp32'}")
-        result_status, ckpt_path = "done", None
+        loop = _PretrainLoop(self, start_batch)
+        loop.stop = stop
+        bar = Progress(lambda epoch: f"epoch {epoch}", enabled=self.progress)
+        loop.bar = bar
+        loop.register_hooks([
+            LRSchedule(self.optimizer, lambda epoch: lr_at(cfg, epoch)),  # once per epoch, like the reference
+            bar,
+            DivergenceGuard(lambda tr: self._divergence(tr.epoch, tr.batch_idx, f"non-finite loss ({float(tr.st[0])})")),
+            _StepLog(),
+            _Preemption(stop, fault_kind, fault_step),
+            EpochCallback(self._end_epoch),
+        ])
         try:
-            from tqdm import tqdm
-
-            epoch = start_epoch
-            for epoch in range(start_epoch, cfg.optim.epochs):
-                t0 = time.time()
-                lr = lr_at(cfg, epoch)
-                set_lr(self.optimizer, lr)
-                if epoch != start_epoch or start_batch == 0:
-                    start_batch = 0
-                    self.epoch_stats.zero_()
-                self.sampler.set_epoch(epoch, start_batch)
-                loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=self.workers,
-                                    pin_memory=self.device.type == "cuda" and cfg.data.pin_memory,
-                                    persistent_workers=False)
-                batch_idx = start_batch
-                bar = tqdm(loader, total=len(self.sampler), desc=f"epoch {epoch}", disable=not self.progress,
-                           dynamic_ncols=True, leave=False)
-                for views, target, _ in bar:
-                    dt = self.model.queue.dtype
-                    x_q = views[0].to(self.device, dt, non_blocking=True)
-                    x_k = views[1].to(self.device, dt, non_blocking=True)
-                    target = target.to(self.device, non_blocking=True)
-                    stats = mopro_step(self.model, self.q_net, self.optimizer, x_q, x_k, target, epoch=epoch,
-                                       step=self.global_step, env=self.env)
-                    self.global_step += 1
-                    batch_idx += 1
-                    st = stats.double().cpu()
-                    if not torch.isfinite(st[:5]).all():  # the same on every process (the stats are all-reduced)
-                        self._diverged(epoch, batch_idx, f"non-finite loss ({float(st[0])})")
-                    self.epoch_stats += st
-                    if self.is_main and (self.global_step % max(1, cfg.run.log_every) == 0):
-                        rec = {"step": self.global_step, "epoch": epoch, "lr": lr,
-                               **{k: float(v) for k, v in zip(STAT_KEYS, st.tolist())}}
-                        self.steps_fh.write(json.dumps(rec) + "\n")
-                        self.steps_fh.flush()
-                        if self.tb is not None:
-                            for k in ("loss", "loss_inst", "loss_cls", "loss_proto"):
-                                self.tb.add_scalar(f"train/{k}", rec[k], self.global_step)
-                            self.tb.add_scalar("train/lr", lr, self.global_step)
-                        bar.set_postfix(self._postfix(rec, lr, epoch))
-                    if fault_kind == "term" and str(self.global_step) == fault_step:
-                        os.kill(os.getpid(), signal.SIGTERM)
-                    stop_now = self._agree_stop(stop)
-                    mid = batch_idx < self.sampler.batches_per_epoch
-                    if mid and (stop_now or (cfg.ckpt.every_steps and self.global_step % cfg.ckpt.every_steps == 0)):
-                        ckpt_path = self._save(epoch, epoch, batch_idx)
-                    if fault_kind == "kill" and str(self.global_step) == fault_step:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    if stop_now and mid:
-                        result_status = "preempted"
-                        break
-                bar.close()
-                if result_status == "preempted":
-                    break
-                metrics = {}
-                last = epoch == cfg.optim.epochs - 1
-                if cfg.run.eval_every and ((epoch + 1) % cfg.run.eval_every == 0 or last):
-                    metrics = self._validate(epoch)
-                    self.last_metrics = dict(metrics)
-                rec = self._epoch_record(epoch, lr, time.time() - t0, metrics)
-                ckpt_path = self._save(epoch + 1, epoch + 1, 0)
-                self._finish_epoch(rec)
-                self._check_collapse()
-                if self._agree_stop(stop) and not last:
-                    result_status = "preempted"
-                    break
-            if result_status == "preempted":
-                self._log(f"stopped by signal {stop.signum}: saved {ckpt_path}; continue with --resume auto")
-            return TrainResult(result_status, self.out, epoch, self.global_step, ckpt_path, self.last_metrics, self.history,
-                               self.is_main, list(self.collapse_warnings))
+            loop.train(start_epoch, cfg.optim.epochs)
+            if loop.status == "preempted":
+                self._log(f"stopped by signal {stop.signum}: saved {loop.ckpt_path}; continue with --resume auto")
+            return TrainResult(loop.status, self.out, loop.epoch, self.global_step, loop.ckpt_path, self.last_metrics,
+                               self.history, self.is_main, list(self.collapse_warnings))
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
             self._close_logs()
+
+    def _end_epoch(self, loop: _PretrainLoop) -> None:
+        """After an epoch (a hook): validation when due, the epoch record, the checkpoint, the log, the collapse check,
+        and a stop asked for during the last step."""
+        if loop.status == "preempted":  # stopped mid-epoch: saved already, nothing of this epoch is recorded
+            return
+        cfg, epoch = self.cfg, loop.epoch
+        metrics = {}
+        last = epoch == cfg.optim.epochs - 1
+        if cfg.run.eval_every and ((epoch + 1) % cfg.run.eval_every == 0 or last):
+            metrics = self._validate(epoch)
+            self.last_metrics = dict(metrics)
+        rec = self._epoch_record(epoch, loop.lr, time.time() - loop.t0, metrics)
+        loop.ckpt_path = self._save(epoch + 1, epoch + 1, 0)
+        self._finish_epoch(rec)
+        self._check_collapse()
+        if self._agree_stop(loop.stop) and not last:
+            loop.status = "preempted"
+            loop.stop_requested = True
 
     def _agree_stop(self, stop: _StopFlag) -> bool:
         flag = torch.tensor([1.0 if stop.signum is not None else 0.0], device=self.device)
