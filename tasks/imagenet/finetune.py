@@ -99,11 +99,6 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# schedule, precision, rank helpers, seeding and the state file: mopro_bench.engine
-_is_main = is_main
-_world = rank_world
-
-
 def bn_groups(per_rank: int, bn_batch: int) -> int:
     """Number of BatchNorm groups a per-rank batch of ``per_rank`` images is split into (1 = no split)."""
     if bn_batch <= 0 or bn_batch >= per_rank:
@@ -161,7 +156,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset, device: torch.device, *, 
     model = _unwrap(model)
     was_training = model.training
     model.eval()
-    rank, world = _world()
+    rank, world = rank_world()
     shard = Subset(dataset, list(range(rank, len(dataset), world)))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda")
@@ -316,7 +311,7 @@ class SupervisedTrainer:
             )
 
     def _write_state(self, optimizer: torch.optim.Optimizer, epoch: int, history: list[dict], finished: bool) -> None:
-        if self.state_path is None or not _is_main():
+        if self.state_path is None or not is_main():
             return
         save_state(self.state_path, {
             "format": STATE_FORMAT, "key": self.key, "run": sha256_json(self.run_key), "epoch": epoch,
@@ -346,7 +341,7 @@ class SupervisedTrainer:
 
     def _fit(self, device: torch.device) -> FitResult:
         t_start = time.time()
-        rank, world = _world()
+        rank, world = rank_world()
         cfg = self.cfg
         if cfg.batch_size % world:
             raise BenchError(f"batch size {cfg.batch_size} is not divisible by the {world} processes",
@@ -474,7 +469,7 @@ class SupervisedTrainer:
             return None
 
     def _writer(self):
-        if self.log_dir is None or not _is_main():
+        if self.log_dir is None or not is_main():
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
