@@ -150,3 +150,18 @@ def test_seeding_is_deterministic_and_rank_dependent():
     x = torch.randn(4)
     seeding.seed_everything(11)
     assert torch.equal(x, torch.randn(4))
+
+
+def test_tensorboard_and_progress_hooks(tmp_path):
+    class Rec(loop.HookBase):
+        def after_epoch(self):
+            self.trainer.epoch_record.update({"epoch": self.trainer.epoch, "loss": 0.5, "flag": True})
+
+    t = _Toy([])
+    bar = loop.Progress(lambda e: f"epoch {e}", enabled=False)
+    t.epoch_batches = lambda: bar.wrap([0, 1], total=2)
+    tb = loop.TensorBoardEpoch(tmp_path / "tb")
+    t.register_hooks([bar, Rec(), tb])
+    t.train(0, 2)
+    assert t.seen == [(0, 0), (0, 1), (1, 0), (1, 1)] and bar.bar is None and tb.writer is None
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
