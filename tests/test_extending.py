@@ -218,3 +218,102 @@ def test_recipe_format_is_gone_after_unregister():
     from mopro_bench.checkpoints.formats import format_names
 
     assert "mytool" not in format_names()
+
+
+# ------------------------------------------------------------------------------------------ recipe 3: a dataset layout
+@pytest.fixture
+def mylist_layout():
+    from mopro_bench.data import DATASETS
+
+    mod = recipe_code("Recipe 3", "extending_recipe_dataset")
+    DATASETS.register("mylist", mod.LAYOUT)
+    try:
+        yield mod
+    finally:
+        DATASETS.unregister("mylist")
+        sys.modules.pop("extending_recipe_dataset", None)
+
+
+class MyListCentroid(Task):
+    """A task on the new kind: nearest class mean, even-numbered images of each class as train, odd ones as test."""
+
+    name = "extending_mylist_centroid"
+    description = "nearest class mean on a mylist dataset (docs/extending.md recipe 3)"
+    data_kind = "mylist"
+    protocols = {"default": CentroidProtocol("default", "1", "nearest class mean, cosine, centre crop 32")}
+    default_protocol = "default"
+    metrics = ("top1",)
+
+    def run(self, model, data_root, protocol, ctx):
+        from mopro_bench.features import extract_features
+
+        loader = sys.modules["extending_recipe_dataset"].MyList(data_root)
+        samples = loader.samples()
+        paths = [p for p, _ in samples]
+        x = extract_features(model, paths, ctx, dataset_id="mylist/all", rel_paths=[p.relative_to(data_root).as_posix()
+                                                                                      for p in paths],
+                             image_size=protocol.image_size, resize=protocol.resize)
+        x = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
+        y = np.array([label for _, label in samples])
+        train = np.array([int(p.stem) % 2 == 0 for p in paths])
+        classes = np.unique(y[train])
+        centroids = np.stack([x[train & (y == c)].mean(0) for c in classes])
+        pred = classes[np.argmax(x[~train] @ centroids.T, axis=1)]
+        top1 = 100.0 * float((pred == y[~train]).mean())
+        return TaskOutput(metrics={"top1": top1}, selection="no selection", metric_units={"top1": "%"})
+
+
+def test_recipe_dataset_layout_synth_check_listing(mylist_layout, tmp_path):
+    from mopro_bench.data import is_synthetic
+    from mopro_bench.data.check import check
+    from mopro_bench.data.synth import synth
+
+    summary = synth("mylist", tmp_path / "ml", seed=0, scale="tiny")
+    root = tmp_path / "ml"
+    assert summary["counts"] == {"all": 16} and summary["params"] == {"classes": 4, "per_class": 4, "image_size": 64}
+    assert is_synthetic(root)
+    report = check("mylist", root, deep=True)
+    assert report.ok, report.errors
+    assert report.counts == {"all": 16} and report.official == {"all": 1000}
+    assert len(report.warnings) == 1  # usable, not the official size
+    listing = mylist_layout.LAYOUT.listing(root, "all", {})
+    assert listing.found == 16 and listing.official == 1000 and listing.lines[0].endswith(" 0")
+    assert len(mylist_layout.MyList(root).samples()) == 16
+    # same seed, same bytes
+    synth("mylist", tmp_path / "ml2", seed=0, scale="tiny")
+    assert (root / "labels.txt").read_bytes() == (tmp_path / "ml2" / "labels.txt").read_bytes()
+    first = listing.lines[0].split()[0]
+    assert (root / first).read_bytes() == (tmp_path / "ml2" / first).read_bytes()
+
+    # what check reports: a missing image, a line that leaves the root, a malformed line
+    (root / first).unlink()
+    assert any("1 of 16 mylist images are missing" in e for e in check("mylist", root).errors)
+    (root / "labels.txt").write_text("../outside.jpg 0\n")
+    errors = check("mylist", root).errors
+    assert errors and errors[0].startswith(f"{root / 'labels.txt'}:1:")
+    (root / "labels.txt").write_text("just-a-name\n")
+    assert "expected '<relpath> <label>'" in check("mylist", root).errors[0]
+
+
+def test_recipe_dataset_layout_feeds_a_task(mylist_layout, synth_root, tmp_path):
+    from mopro_bench.data.synth import synth
+    from mopro_bench.evaluate import evaluate
+
+    synth("mylist", tmp_path / "ml", seed=0, scale="tiny")
+    task = registry.register(MyListCentroid())
+    try:
+        out = evaluate("random:resnet18", task.name, tmp_path / "ml", cache_dir=tmp_path / "cache",
+                       results_dir=tmp_path / "results", progress=False)
+    finally:
+        registry.unregister(task.name)
+    rec = out.record
+    assert rec["data"]["kind"] == "mylist" and rec["data"]["synthetic"] is True
+    assert set(rec["data"]["fingerprints"]) == {"mylist/all"} and rec["data"]["fingerprints"]["mylist/all"]["n"] == 16
+    assert rec["data"]["complete"] is False, rec["data"]  # generated data is never complete
+    assert 0.0 <= rec["metrics"]["top1"] <= 100.0
+
+
+def test_recipe_dataset_is_gone_after_unregister():
+    from mopro_bench.data import DATASETS
+
+    assert "mylist" not in DATASETS
