@@ -16,7 +16,7 @@ from mopro_bench.errors import BenchError
 
 SUITES: dict[str, tuple[str, ...]] = {
     # the MoPro paper's transfer experiments, each under the protocol of the paper's published numbers (the ids that
-    # leaderboards/published.csv holds them under: 1% / 10% finetuning as the released finetune_imagenet.py ran)
+    # mopro_bench/resources/published.csv holds them under: 1% / 10% finetuning as the released finetune_imagenet.py ran)
     "mopro-transfer": ("voc_lowshot@mopro", "places_lowshot@mopro", "imagenet_1pct@mopro-as-released",
                        "imagenet_10pct@mopro-as-released", "coco_maskrcnn@mopro", "imagenet_r@hendrycks",
                        "imagenet_a@hendrycks"),

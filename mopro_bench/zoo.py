@@ -3,8 +3,8 @@
 Every entry's URL was copied from the authors' own page, named in ``url_source`` (README table or, for torchvision,
 ``torchvision/models/resnet.py``); none is guessed. ``format`` is the checkpoint adapter that reads the file
 (``mopro-bench inspect --formats``) and ``select`` the network taken from files that hold several. ``published`` is the
-``model`` column of ``leaderboards/published.csv`` whose rows were measured on this checkpoint (None when that file
-holds no numbers for it). Hashes: torchvision's file names carry the first hex digits of the file's SHA-256 (the
+``model`` column of the published numbers (``mopro_bench/resources/published.csv``, package data) whose rows were
+measured on this checkpoint (None when that file holds no numbers for it). Hashes: torchvision's file names carry the first hex digits of the file's SHA-256 (the
 prefix ``torch.hub`` checks); MoCo's README publishes an md5 prefix per file. Files with no published hash are pinned by
 the SHA-256 of their first download (:mod:`mopro_bench.hub`).
 
@@ -39,7 +39,7 @@ class ZooEntry:
     citation: str
     arch: str = "resnet50"
     select: str | None = None  # network to take from two-network files
-    published: str | None = None  # `model` in leaderboards/published.csv
+    published: str | None = None  # `model` in the published numbers (mopro_bench/resources/published.csv)
     sha256: str | None = None  # full SHA-256 when the publisher gives one
     md5_prefix: str | None = None  # MoCo's README: first 8 hex digits of the md5
     notes: str = ""
@@ -197,7 +197,8 @@ def by_url(url: str) -> ZooEntry | None:
 
 
 def published_counts(path: str | Path | None = None) -> dict[str, int]:
-    """Rows per ``model`` in ``published.csv`` (empty when the file is not there, e.g. an installed wheel)."""
+    """Rows per ``model`` in ``published.csv`` (package data, so an installed wheel has it too; empty if a given
+    ``path`` is missing)."""
     from mopro_bench.leaderboard import DEFAULT_PUBLISHED, load_published
 
     p = Path(path) if path else DEFAULT_PUBLISHED

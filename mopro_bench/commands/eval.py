@@ -11,8 +11,9 @@ from typing import Any
 
 from mopro_bench.config import DataRoots, load_user_config, parse_set_args
 from mopro_bench.errors import BenchError
-from mopro_bench.evaluate import DEFAULT_RESULTS_DIR, evaluate
+from mopro_bench.evaluate import evaluate
 from mopro_bench.registry import Option, get_task, option_specs, positive_int, protocol_fields
+from mopro_bench.results import DEFAULT_RESULTS_DIR
 from mopro_bench.runtime import rank, resolve_device
 from mopro_bench.suites import SUITE_HELP, SUITES, expand_tasks, headline
 

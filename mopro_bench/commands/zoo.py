@@ -7,7 +7,7 @@ import json
 HELP = "list the published checkpoints usable as --ckpt zoo:NAME (and download one)"
 DESCRIPTION = """List the model zoo: published ResNet-50 checkpoints (MoPro, MoCo, SwAV, DINO, PCL, torchvision
 supervised) with the method, pretraining epochs and data, where the URL was read, whether the file is in the cache
-(<cache-dir>/checkpoints/) and how many published numbers leaderboards/published.csv holds for it. Any command that
+(<cache-dir>/checkpoints/) and how many published numbers the package's published.csv holds for it. Any command that
 takes --ckpt accepts zoo:NAME (or an https:// / file:// URL): the file is downloaded once into the cache, verified by
 SHA-256 (or the published hash prefix) and reused offline. `--download NAME` fetches one now."""
 
