@@ -1,12 +1,12 @@
 """The model zoo: published ResNet-50 checkpoints this field compares against, by name (``--ckpt zoo:NAME``).
 
 Every entry's URL was copied from the authors' own page, named in ``url_source`` (README table or, for torchvision,
-``torchvision/models/resnet.py``); none is guessed. ``format`` is the checkpoint adapter that reads the file (``mopro-
-bench inspect --formats``) and ``select`` the network taken from files that hold several. ``published`` is the ``model``
-column of the published numbers (``mopro_bench/resources/published.csv``, package data) whose rows were measured on this
-checkpoint (None when that file holds no numbers for it). Hashes: torchvision's file names carry the first hex digits of
-the file's SHA-256 (the prefix ``torch.hub`` checks); MoCo's README publishes an md5 prefix per file. Files with no
-published hash are pinned by the SHA-256 of their first download (:mod:`mopro_bench.hub`).
+``torchvision/models/resnet.py``); none is guessed. ``format`` is the checkpoint adapter that reads the file
+(``mopro-bench inspect --formats``) and ``select`` the network taken from files that hold several. ``published`` is the
+``model`` column of the published numbers (``mopro_bench/resources/published.csv``, package data) whose rows were
+measured on this checkpoint (None when that file holds no numbers for it). Hashes: torchvision's file names carry the
+first hex digits of the file's SHA-256 (the prefix ``torch.hub`` checks); MoCo's README publishes an md5 prefix per
+file. Files with no published hash are pinned by the SHA-256 of their first download (:mod:`mopro_bench.hub`).
 
 Entries are data: :data:`ENTRIES` below. ``register(entry)`` adds one at run time (tests point an entry at a loopback
 server this way), and the environment variable ``MOPRO_BENCH_ZOO`` names a JSON file with a list of extra entries (same
