@@ -90,9 +90,11 @@ def extract_features(
     rel_paths: Sequence[str] | None = None,
     image_size: int = 224,
     resize: int | None = None,
+    square: bool = False,
     desc: str = "features",
 ) -> np.ndarray:
-    """Pooled features ``[N, feature_dim]`` (float32) of ``paths`` under Resize -> CenterCrop -> normalisation.
+    """Pooled features ``[N, feature_dim]`` (float32) of ``paths`` under Resize -> CenterCrop -> normalisation
+    (``square``: the whole image resized to ``resize x resize`` first, see :func:`~mopro_bench.data.common.eval_transform`).
 
     ``dataset_id`` names the dataset and split (e.g. ``"voc07/test"``); ``rel_paths`` (default: ``paths``) are the
     root-relative names hashed into the key with each file's content, so moving a dataset does not invalidate its
@@ -102,7 +104,7 @@ def extract_features(
     if len(rel) != len(paths):
         raise ValueError("paths and rel_paths differ in length")
     resize = resize or round(image_size * 256 / 224)
-    transform_id = f"resize{resize}-centercrop{image_size}"
+    transform_id = f"resize{resize}{'x' + str(resize) if square else ''}-centercrop{image_size}"
     fp = fingerprint_files(paths, cache_dir=ctx.cache_dir, names=rel)
     ctx.record_data(dataset_id, fp)
     key_obj = cache_key(ck, dataset_id, rel, transform_id, ctx.seed, fp["sha256"])
@@ -119,7 +121,7 @@ def extract_features(
             pass  # unreadable cache entry: recompute and overwrite
     CACHE_STATS["misses"] += 1
     t0 = time.time()
-    ds = ImageList(paths, transform=eval_transform(image_size, resize, ck.preprocess))
+    ds = ImageList(paths, transform=eval_transform(image_size, resize, ck.preprocess, square=square))
     if ctx.batch_size is not None and ctx.batch_size < 1:
         raise BenchError(f"batch size {ctx.batch_size} is not positive", "pass --batch-size 1 or more (or leave it out)")
     bs = ctx.batch_size or default_batch_size(ctx.device)

@@ -79,10 +79,15 @@ def normalize(pre: Preprocess | None = None) -> Callable[[torch.Tensor], torch.T
     return _ToInput(pre or Preprocess())
 
 
-def eval_transform(image_size: int = 224, resize: int | None = None, pre: Preprocess | None = None) -> T.Compose:
-    """Resize(256) -> CenterCrop(224) -> tensor -> normalisation (sizes scale together when image_size != 224)."""
+def eval_transform(image_size: int = 224, resize: int | None = None, pre: Preprocess | None = None, *,
+                   square: bool = False) -> T.Compose:
+    """Resize(256) -> CenterCrop(224) -> tensor -> normalisation (sizes scale together when image_size != 224).
+
+    ``square``: resize the whole image to ``resize x resize`` (aspect ratio not kept; VISSL's ``Resize([224, 224])``)
+    instead of its shorter side to ``resize``."""
     resize = resize or round(image_size * 256 / 224)
-    return T.Compose([T.Resize(resize), T.CenterCrop(image_size), T.ToTensor(), normalize(pre)])
+    return T.Compose([T.Resize((resize, resize) if square else resize), T.CenterCrop(image_size), T.ToTensor(),
+                      normalize(pre)])
 
 
 def train_transform(image_size: int = 224, scale: tuple[float, float] = (0.08, 1.0), pre: Preprocess | None = None) -> T.Compose:

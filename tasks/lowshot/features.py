@@ -60,7 +60,7 @@ def svm_features(ck, paths, rel, ctx: RunContext, proto: LowShotSVMProtocol, dat
         ck.backbone = pooled
         dataset_id = f"{dataset_id}#{proto.feature_layer}-avgpool{pooled.kernel}s{pooled.stride}"
     f = extract_features(ck, paths, ctx, dataset_id=dataset_id, rel_paths=rel, image_size=proto.image_size,
-                         resize=proto.resize, desc=desc).astype(np.float64)
+                         resize=proto.resize, square=proto.resize_mode == "square", desc=desc).astype(np.float64)
     bad = ~np.isfinite(f).all(axis=1)
     if bad.any():  # an SVM on NaN features gives chance-level numbers that look like a result
         raise BenchError(f"{desc}: the backbone produced non-finite features (NaN/inf) for {int(bad.sum())} of {len(f)} "

@@ -23,7 +23,8 @@ class LowShotSVMProtocol(Protocol):
     # features
     feature: str = "pooled backbone output (global average pool after res5), BN in eval mode"
     feature_layer: str = "pool5"  # pool5 (GAP, 2048-d) | res4 | res5 (VISSL's pooled conv maps, see STAGE_POOLS)
-    resize: int = 256  # Resize (shorter side) ...
+    resize: int = 256  # Resize (shorter side; resize_mode "square": the whole image to resize x resize) ...
+    resize_mode: str = "shorter"  # shorter | square (VISSL's Resize([224, 224]), aspect ratio not kept)
     image_size: int = 224  # ... then CenterCrop, ImageNet normalisation (or the checkpoint's own)
     feature_norm: str = "l2"  # x / (||x||_2 + feature_norm_eps)
     feature_norm_eps: float = 1e-5
@@ -79,7 +80,7 @@ GOYAL19_SETTINGS: dict[str, Any] = dict(
     ks=(1, 2, 4, 8, 16, 32, 64, 96),  # VISSL k_values / FSSB create_voc_low_shot_samples default; 96 = VOC07 sheep
     sampling="positives-and-negatives-per-class", difficult_train="ignore", difficult_test="ignore",
     costs=GOYAL19_COSTS, class_weight_pos=2.0, class_weight_neg=1.0,
-    feature_layer="res5", resize=224, image_size=224,
+    feature_layer="res5", resize=224, resize_mode="square", image_size=224,  # VISSL: Resize([224, 224]), CenterCrop 224
     feature="res5 (layer4) output average-pooled with AvgPool2d(6, stride 1) -> 2x2x2048 = 8192-d (VISSL), BN in eval mode",
 )
 # VISSL's LINEAR_EVAL_FEAT_POOL_OPS_MAP for ResNet-50 low-shot VOC07: (kernel, stride), padding 0, on 224x224 inputs:
@@ -105,9 +106,9 @@ VOC_PROTOCOLS: dict[str, VOCLowShotProtocol] = {
         name="goyal19-published", version="2",
         description="Goyal et al. 2019 / VISSL low-shot VOC07 as published: res5 maps average-pooled to 2x2x2048, class "
                     "weight +1:2, 11 costs, k 1..96, 5 samples, and the cost with the best mean TEST mAP per k "
-                    "(optimistic; selection 'test-set (as published)'). One deviation: images are Resize(224) + "
-                    "CenterCrop(224), not VISSL's Resize([224, 224]) squash (the shared extractor has no squash); "
-                    "Goyal report the better of res4/res5 per model: run --set feature_layer=res4 for the other",
+                    "(optimistic; selection 'test-set (as published)'), images squashed to 224x224 as VISSL's "
+                    "Resize([224, 224]); Goyal report the better of res4/res5 per model: run --set feature_layer=res4 "
+                    "for the other",
         **GOYAL19_SETTINGS, cost_selection="test"),
 }
 PLACES_PROTOCOLS: dict[str, PlacesLowShotProtocol] = {
@@ -146,6 +147,8 @@ def check_protocol(p: LowShotSVMProtocol) -> None:
         raise bad("feature_norm", "must be l2 or none")
     if p.image_size < 16 or p.resize < p.image_size:
         raise bad("image_size", "must be >= 16 and <= resize")
+    if p.resize_mode not in ("shorter", "square"):
+        raise bad("resize_mode", "must be shorter (resize the shorter side) or square (the whole image)")
     for f in ("intercept_scaling", "class_weight_pos", "class_weight_neg", "tol"):
         v = getattr(p, f)
         if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0):

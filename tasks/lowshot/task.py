@@ -9,13 +9,13 @@ Protocols (every constant is a field of the protocol dataclass and lands in the 
   (difficult = negative), all-point interpolated; mean over classes, then mean +- std over the samples.
 * ``voc_lowshot@goyal19`` (v2): Goyal et al. 2019 / VISSL settings -- res5 maps average-pooled as VISSL does
   (AvgPool2d(6, 1) -> 2x2x2048 = 8192-d; ``--set feature_layer=res4``: AvgPool2d(8, 3) -> 3x3x1024 = 9216-d),
-  Resize(224) + CenterCrop(224), per class k positives and 19k negatives (difficult ignored at train and test),
+  Resize([224, 224]) (the whole image, aspect ratio not kept, as VISSL), per class k positives and 19k negatives
+  (difficult ignored at train and test),
   class weight {+1: 2, -1: 1}, k in {1, 2, 4, 8, 16, 32, 64, 96}; the cost from {0.01, ..., 1000} chosen by
   stratified cross-validation inside each training sample (honest default). A dataset with too few images for a k
   (the generated tiny VOC for k >= 8) is refused up front (exit 2, naming k and the largest k it supports).
 * ``voc_lowshot@goyal19-published`` (v2): the same, but the cost with the best mean *test* mAP per k, as the
-  original benchmark reported it -- labelled ``test-set (as published)`` in the result. One known deviation: VISSL
-  squashes images with Resize([224, 224]); the shared extractor crops instead.
+  original benchmark reported it -- labelled ``test-set (as published)`` in the result.
 * ``places_lowshot@mopro`` (default): k images per class of the 205, one-vs-rest SVMs (C = 0.5, no class weights),
   top-1 accuracy on the whole val set.
 

@@ -18,12 +18,28 @@ def test_goyal19_protocols_hold_the_published_settings():
         assert p.version == "2" and p.cost_selection == sel
         assert (p.class_weight_pos, p.class_weight_neg) == (2.0, 1.0)  # before: 1:1 (fidelity audit section 3)
         assert p.ks == (1, 2, 4, 8, 16, 32, 64, 96) and p.num_samples == 5 and p.costs == GOYAL19_COSTS
-        assert p.feature_layer == "res5" and (p.resize, p.image_size) == (224, 224)
+        assert p.feature_layer == "res5" and (p.resize, p.image_size, p.resize_mode) == (224, 224, "square")
         assert p.sampling == "positives-and-negatives-per-class" and p.negatives_per_positive == 19
         assert p.difficult_train == p.difficult_test == "ignore" and (p.tol, p.max_iter) == (1e-4, 2000)
     assert "exactly as published" not in VOC_PROTOCOLS["goyal19-published"].description
-    assert "Resize([224, 224])" in VOC_PROTOCOLS["goyal19-published"].description  # the one deviation is named
-    assert VOC_PROTOCOLS["mopro"].feature_layer == "pool5"
+    assert "Resize([224, 224])" in VOC_PROTOCOLS["goyal19-published"].description
+    assert VOC_PROTOCOLS["mopro"].feature_layer == "pool5" and VOC_PROTOCOLS["mopro"].resize_mode == "shorter"
+
+
+def test_square_resize_squashes_the_whole_image_as_vissl():
+    """VISSL's Resize([224, 224]) keeps all of a 2:1 image (squashed); the shorter-side resize + crop cuts its sides."""
+    from PIL import Image
+
+    from mopro_bench.data.common import eval_transform
+
+    img = Image.new("RGB", (64, 32))
+    img.paste((255, 0, 0), (0, 0, 16, 32))  # red left quarter: inside a squash, outside a centre crop
+    sq = eval_transform(32, 32, square=True)(img)
+    crop = eval_transform(32, 32)(img)
+    ref = eval_transform(32, 32)(img.resize((32, 32), Image.BILINEAR))  # slow obvious: squash first, then the default path
+    assert sq.shape == crop.shape == (3, 32, 32)
+    torch.testing.assert_close(sq, ref, atol=0.02, rtol=0)  # PIL vs torchvision bilinear (antialias) rounding
+    assert sq[0, :, :4].mean() > crop[0, :, :4].mean() + 1.0  # the red band survives only in the squash
 
 
 def test_pooled_stages_are_vissls_avgpool_at_224():
