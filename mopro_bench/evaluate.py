@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from mopro_bench.checkpoints import LoadedCheckpoint, load_checkpoint
-from mopro_bench.data import is_synthetic
+from mopro_bench.data import get_layout, is_synthetic
 from mopro_bench.errors import BenchError
 from mopro_bench.io import check_dir_creatable, check_writable_dir, check_writable_file, sha256_file
 from mopro_bench.registry import RunContext, get_task
@@ -72,44 +72,9 @@ def _hash_lines(lines) -> str:
 
 
 def _split_listing(kind: str, root: Path, split: str, data: dict[str, Any]) -> tuple[int, int | None, str]:
-    """``(found, official, list_hash)`` for one split of a dataset: the names (and labels) it lists, in order."""
-    if kind == "voc07":
-        from mopro_bench.data.voc import OFFICIAL_SIZES, VOC07
-
-        voc = VOC07(root)
-        ids = voc.ids(split)
-        labels = voc.labels(split)
-        return len(ids), OFFICIAL_SIZES.get(split), _hash_lines([*ids, hashlib.sha256(labels.tobytes()).hexdigest()])
-    if kind == "places205":
-        from mopro_bench.data.places import OFFICIAL_SIZES, Places205
-
-        samples = Places205(root).samples(split)
-        return len(samples), OFFICIAL_SIZES.get(split), _hash_lines(f"{r} {y}" for r, y in samples)
-    if kind == "imagenet":
-        from mopro_bench.data.imagenet import OFFICIAL_SIZES, ImageNetFolder, list_images
-
-        ds = ImageNetFolder(root)
-        names = [f"{w}/{p.name}" for w in ds.wnids(split) for p in list_images(ds.split_dir(split) / w)]
-        return len(names), OFFICIAL_SIZES.get(split), _hash_lines(names)
-    if kind in ("imagenet-r", "imagenet-a"):
-        from mopro_bench.data.imagenet_ra import OFFICIAL_SIZES, ImageNetRA
-
-        samples = ImageNetRA(root, kind).samples()
-        return len(samples), OFFICIAL_SIZES.get(kind), _hash_lines(f"{p.parent.name}/{p.name} {y}" for p, y in samples)
-    if kind == "webvision":
-        from mopro_bench.data.webvision import OFFICIAL_SIZES, WebVision
-
-        num_class = int(data.get("num_class") or 1000)
-        ds = WebVision(root, num_class=num_class)
-        samples = ds.val_samples() if split == "val" else ds.train_samples()
-        return len(samples), (OFFICIAL_SIZES.get(num_class) or {}).get(split), _hash_lines(f"{r} {y}" for r, y in samples)
-    if kind == "coco":
-        from mopro_bench.data.coco import OFFICIAL_SIZES, coco_files, load_instances
-
-        ann = load_instances(coco_files(root)[f"{split}_json"])
-        names = sorted(str(im.get("file_name")) for im in ann.get("images", []))
-        return len(names), OFFICIAL_SIZES.get(split), _hash_lines(names)
-    raise KeyError(kind)
+    """``(found, official, list_hash)`` for one split of a dataset: the names (and labels) its layout lists, in order."""
+    listing = get_layout(kind).listing(root, split, data)
+    return listing.found, listing.official, _hash_lines(listing.lines)
 
 
 def data_completeness(task_name: str, kind: str, root: Path, params: dict[str, Any], data: dict[str, Any],
