@@ -12,8 +12,8 @@ import pytest
 from mopro_bench.backbones import Preprocess
 from mopro_bench.errors import BenchError
 from mopro_bench.registry import get_task
-from mopro_bench.tasks.detection.task import COCO_MASKRCNN, MOCO_C4, MOPRO, MOPRO_SHORT
 from mopro_bench.tasks.detection.config import effective_schedule, plan_run
+from mopro_bench.tasks.detection.task import COCO_MASKRCNN, MOCO_C4, MOPRO, MOPRO_SHORT
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 

@@ -11,8 +11,8 @@ from mopro_bench.checkpoints import load_checkpoint
 from mopro_bench.checkpoints.detectron2 import export_detectron2
 from mopro_bench.checkpoints.synth import random_resnet, write_layout
 from mopro_bench.errors import BenchError
-from mopro_bench.tasks.detection.task import MOCO_C4, MOPRO
 from mopro_bench.tasks.detection.config import build_cfg, plan_run
+from mopro_bench.tasks.detection.task import MOCO_C4, MOPRO
 
 
 @pytest.fixture(scope="module")
