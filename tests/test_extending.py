@@ -295,11 +295,13 @@ def test_recipe_dataset_layout_synth_check_listing(mylist_layout, tmp_path):
     assert "expected '<relpath> <label>'" in check("mylist", root).errors[0]
 
 
-def test_recipe_dataset_layout_feeds_a_task(mylist_layout, synth_root, tmp_path):
+def test_recipe_dataset_layout_feeds_a_task(mylist_layout, tmp_path, monkeypatch):
+    from mopro_bench import evaluate as evaluate_module
     from mopro_bench.data.synth import synth
     from mopro_bench.evaluate import evaluate
 
     synth("mylist", tmp_path / "ml", seed=0, scale="tiny")
+    monkeypatch.setitem(evaluate_module.TASK_SPLITS, "extending_mylist_centroid", ("all",))  # recipe 1: its splits
     task = registry.register(MyListCentroid())
     try:
         out = evaluate("random:resnet18", task.name, tmp_path / "ml", cache_dir=tmp_path / "cache",
@@ -309,7 +311,10 @@ def test_recipe_dataset_layout_feeds_a_task(mylist_layout, synth_root, tmp_path)
     rec = out.record
     assert rec["data"]["kind"] == "mylist" and rec["data"]["synthetic"] is True
     assert set(rec["data"]["fingerprints"]) == {"mylist/all"} and rec["data"]["fingerprints"]["mylist/all"]["n"] == 16
-    assert rec["data"]["complete"] is False, rec["data"]  # generated data is never complete
+    # counted with the layout's own listing: found vs official, and the hash of the listed names + labels
+    assert rec["data"]["counts"] == {"all": {"found": 16, "official": 1000}}
+    assert set(rec["data"]["lists"]) == {"all"}
+    assert rec["data"]["complete"] is False  # generated (and not the official size): never complete
     assert 0.0 <= rec["metrics"]["top1"] <= 100.0
 
 
