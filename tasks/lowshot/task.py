@@ -34,56 +34,45 @@ from pathlib import Path
 from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
 from mopro_bench.tasks.lowshot.engine import LowShotEngine
 from mopro_bench.tasks.lowshot.places import PlacesLowShotData
-from mopro_bench.tasks.lowshot.protocols import (
-    PLACES_PROTOCOLS,
-    VOC_PROTOCOLS,
-    PlacesLowShotProtocol,
-    VOCLowShotProtocol,
-    check_protocol,
-)
+from mopro_bench.tasks.lowshot.protocols import PLACES_PROTOCOLS, VOC_PROTOCOLS, check_protocol
 from mopro_bench.tasks.lowshot.voc import VOCLowShotData
 
 
-class VOCLowShot(Task):
+class LowShotTask(Task):
+    """A low-shot SVM task: its protocols and a per-dataset object (``data_cls``) that :class:`LowShotEngine` drives."""
+
+    data_cls: type = type(None)  # VOCLowShotData / PlacesLowShotData: built per run from (model, root, protocol, ctx)
+    higher_is_better = {}
+    options = (
+        Option("splits", "low-shot: use this splits JSON instead of drawing from --seed", one_task=True),
+        Option("save_splits", "low-shot: write the drawn splits JSON here", one_task=True),
+        Option("solver", "low-shot SVM solver (default torch)", choices=("torch", "sklearn"), default="torch"),
+    )
+
+    def run(self, model, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
+        check_protocol(protocol)
+        data = self.data_cls(model, data_root, protocol, ctx)
+        return LowShotEngine(self.name, self.protocols).run(data, protocol, ctx, model_name=model.name)
+
+
+class VOCLowShot(LowShotTask):
     name = "voc_lowshot"
     description = "low-shot linear SVMs on frozen features, PASCAL VOC07 classification (mAP vs k)"
     data_kind = "voc07"
     protocols = VOC_PROTOCOLS
     default_protocol = "mopro"
     metrics = ("mAP_k1", "mAP_k2", "mAP_k4", "mAP_k8", "mAP_k16", "mAP_k32", "mAP_k64", "mAP_k96")  # k > 16: goyal19
-    higher_is_better = {}
-    options = (
-        Option("splits", "low-shot: use this splits JSON instead of drawing from --seed", one_task=True),
-        Option("save_splits", "low-shot: write the drawn splits JSON here", one_task=True),
-        Option("solver", "low-shot SVM solver (default torch)", choices=("torch", "sklearn"), default="torch"),
-    )
-
-    def run(self, model, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
-        proto: VOCLowShotProtocol = protocol  # type: ignore[assignment]
-        check_protocol(proto)
-        data = VOCLowShotData(model, data_root, proto, ctx)
-        return LowShotEngine(self.name, self.protocols).run(data, proto, ctx, model_name=model.name)
+    data_cls = VOCLowShotData
 
 
-class PlacesLowShot(Task):
+class PlacesLowShot(LowShotTask):
     name = "places_lowshot"
     description = "low-shot linear SVMs (one-vs-rest) on frozen features, Places205 (top-1 vs k)"
     data_kind = "places205"
     protocols = PLACES_PROTOCOLS
     default_protocol = "mopro"
     metrics = ("top1_k1", "top1_k2", "top1_k4", "top1_k8", "top1_k16")
-    higher_is_better = {}
-    options = (
-        Option("splits", "low-shot: use this splits JSON instead of drawing from --seed", one_task=True),
-        Option("save_splits", "low-shot: write the drawn splits JSON here", one_task=True),
-        Option("solver", "low-shot SVM solver (default torch)", choices=("torch", "sklearn"), default="torch"),
-    )
-
-    def run(self, model, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
-        proto: PlacesLowShotProtocol = protocol  # type: ignore[assignment]
-        check_protocol(proto)
-        data = PlacesLowShotData(model, data_root, proto, ctx)
-        return LowShotEngine(self.name, self.protocols).run(data, proto, ctx, model_name=model.name)
+    data_cls = PlacesLowShotData
 
 
 VOC_LOWSHOT = VOCLowShot()
