@@ -48,6 +48,22 @@ def load_ref(ref: str) -> Any:
     return obj
 
 
+def named_instance(cls: type, what: str) -> Callable[[str, Any], Any]:
+    """A ``validate`` hook for registries of named objects: a class is instantiated, the object must be a ``cls``
+    and its ``name`` must be the name it is registered under."""
+
+    def validate(name: str, obj: Any) -> Any:
+        inst = obj() if isinstance(obj, type) else obj
+        if not isinstance(inst, cls):
+            raise TypeError(f"{obj!r} is not a mopro_bench {what}")
+        if inst.name != name:
+            raise TypeError(f"it is registered as {name!r} but the {what.split()[-1].lower()} is named {inst.name!r} "
+                            "(use the same name)")
+        return inst
+
+    return validate
+
+
 class Registry(Generic[T]):
     """Name -> object, in registration order; entries may be lazy ``"module:attr"`` strings.
 

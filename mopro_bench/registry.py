@@ -28,7 +28,7 @@ import torch
 from mopro_bench.config import apply_overrides, to_dict
 from mopro_bench.errors import BenchError
 from mopro_bench.io import sha256_json
-from mopro_bench.plugins import Registry
+from mopro_bench.plugins import Registry, named_instance
 
 if TYPE_CHECKING:  # pragma: no cover
     from mopro_bench.checkpoints import LoadedCheckpoint
@@ -256,16 +256,7 @@ BUILTIN_TASKS: dict[str, str] = {
 }
 
 
-def _as_task(name: str, obj: Any) -> Task:
-    task = obj() if isinstance(obj, type) else obj
-    if not isinstance(task, Task):
-        raise TypeError(f"{obj!r} is not a mopro_bench Task")
-    if task.name != name:
-        raise TypeError(f"it is registered as {name!r} but the task is named {task.name!r} (use the same name)")
-    return task
-
-
-TASKS: Registry[Task] = Registry("task", validate=_as_task, hint="(see `mopro-bench tasks`)")
+TASKS: Registry[Task] = Registry("task", validate=named_instance(Task, "Task"), hint="(see `mopro-bench tasks`)")
 for _name, _ref in BUILTIN_TASKS.items():
     TASKS.register(_name, _ref)
 _LOAD_ERRORS: dict[str, str] = {}

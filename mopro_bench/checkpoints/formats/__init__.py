@@ -28,10 +28,8 @@ Adding a format: write ``formats/<name>.py`` with an :class:`~.base.Adapter` sub
 
 from __future__ import annotations
 
-from typing import Any
-
 from mopro_bench.checkpoints.formats.base import Adapter
-from mopro_bench.plugins import Registry
+from mopro_bench.plugins import Registry, named_instance
 
 ENTRY_POINT_GROUP = "mopro_bench.formats"
 
@@ -41,16 +39,7 @@ BUILTIN_FORMATS: dict[str, str] = {
 }
 
 
-def _as_adapter(name: str, obj: Any) -> Adapter:
-    adapter = obj() if isinstance(obj, type) else obj
-    if not isinstance(adapter, Adapter):
-        raise TypeError(f"{obj!r} is not a mopro_bench checkpoint Adapter")
-    if adapter.name != name:
-        raise TypeError(f"it is registered as {name!r} but the adapter is named {adapter.name!r} (use the same name)")
-    return adapter
-
-
-FORMATS: Registry[Adapter] = Registry("checkpoint format", validate=_as_adapter,
+FORMATS: Registry[Adapter] = Registry("checkpoint format", validate=named_instance(Adapter, "checkpoint Adapter"),
                                       hint="(`mopro-bench inspect --formats` describes them)")
 for _name, _ref in BUILTIN_FORMATS.items():
     FORMATS.register(_name, _ref)
