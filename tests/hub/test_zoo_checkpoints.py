@@ -192,3 +192,37 @@ def test_a_file_placed_by_hand_is_used_offline_and_checked(tmp_path, monkeypatch
     write_layout("torchvision", trunk, hub.cache_path(tmp_path, tv.url, tv), arch="resnet18")
     code, _, err = cli("inspect", "--ckpt", "zoo:tv_resnet50_v1", "--cache-dir", tmp_path)
     assert code == 2 and "does not start with 0676ba61" in err and "fix: delete" in err and len(err.splitlines()) == 1
+
+
+def test_eval_cli_scores_a_zoo_name_and_a_url_in_one_run(server, two_nets, synth_root, tmp_path, cli):
+    """`mopro-bench eval --ckpt zoo:NAME --ckpt https://...` (loopback): both download once into the cache, each pair
+    writes a record naming its source, and the zoo entry's network (encoder_q) is the one scored."""
+    a, b, data = two_nets
+    server.files["moco_v2_test_pretrain.pth.tar"] = data
+    tv = tmp_path / "tv-resnet18.pth"
+    write_layout("torchvision", b, tv, arch="resnet18")  # net b as a plain torchvision file: the zoo's key encoder
+    server.files["tv-resnet18.pth"] = tv.read_bytes()
+    url = server.url("ok", "tv-resnet18.pth")
+    zoo.register(dict(name="test_moco_eval", method="MoCo v2", url=server.url("ok", "moco_v2_test_pretrain.pth.tar"),
+                      url_source="test server", format="moco", pretrain_data="generated", epochs=200, citation="none",
+                      arch="resnet18", select="encoder_q"), replace=True)
+    try:
+        voc, res, cache = synth_root("voc07"), tmp_path / "res", tmp_path / "cache"
+        args = ("eval", "--ckpt", "zoo:test_moco_eval", "--ckpt", url, "--task", "voc_lowshot", "--data", voc,
+                "--set", "ks=[1]", "--set", "num_samples=1", "--set", "image_size=32", "--set", "resize=36",
+                "--results-dir", res, "--cache-dir", cache, "--no-progress")
+        code, out, err = cli(*args)
+        assert code == 0, err
+        recs = {r["checkpoint"]["name"]: r for r in (json.loads(p.read_text()) for p in res.rglob("*.json"))}
+        assert set(recs) == {"test_moco_eval", "tv-resnet18.pth"}
+        z, u = recs["test_moco_eval"], recs["tv-resnet18.pth"]
+        assert z["checkpoint"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert z["checkpoint"]["source"]["zoo"] == "test_moco_eval"
+        assert z["checkpoint"]["select"] == "encoder_q" and u["checkpoint"]["source"]["url"] == url
+        assert z["metrics"]["mAP_k1"] != u["metrics"]["mAP_k1"]  # encoder_q (net a) is scored, not net b
+        assert "test_moco_eval" in out and "tv-resnet18.pth" in out  # the summary table names both
+        n = len(server.log)
+        code, _, err = cli(*args)  # a second run reads both files from the cache: no request at all
+        assert code == 0 and len(server.log) == n, err
+    finally:
+        zoo.unregister("test_moco_eval")
