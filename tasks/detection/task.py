@@ -30,7 +30,7 @@ from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_json, atomic_write_text, sha256_file, sha256_json
 from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput, nonnegative_int, positive_int
 
-INSTALL_FIX = "install detectron2 with `make setup-detection` (see the detection section of the README)"
+INSTALL_FIX = "install detectron2 with `make setup-detection` (see tasks/detection/README.md, Installing detectron2)"
 SELECTION = "final model after the whole schedule (no checkpoint selection); evaluated once on val2017"
 
 

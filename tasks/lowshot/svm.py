@@ -368,7 +368,7 @@ def choose_method(n: int, d: int, max_cost: float = 1.0) -> str:
 
     CPU, float64, one thread, process CPU seconds (benchmarks/bench_svm.py, benchmarks/README.md): VOC k=16 (n=320,
     d=2048, 100 problems) kernel 0.18 s; Places k=4 (n=820, 1025 problems) kernel 7.7 s vs primal 17.1 s; Places k=8
-    (n=1640) kernel 75 s (the Woodbury rank grows with the inactive rows) vs primal (see the README). Costs 0.01..1000
+    (n=1640) kernel 75 s (the Woodbury rank grows with the inactive rows) vs primal (see benchmarks/README.md). Costs 0.01..1000
     (goyal19): the primal CG needs ~sqrt(condition) steps and the condition grows with C * n, while the kernel
     method's factorisations do not care about C (n=320: kernel 10 s vs primal 445 s)."""
     if max_cost > 2.0 and n <= 4096:
