@@ -112,7 +112,9 @@ def guard_checkpointer(checkpointer, work_dir: str | Path) -> None:
     from mopro_bench.io import sha256_file
 
     def load_file(filename: str) -> dict[str, Any]:
-        path = inside_work_dir(filename, work_dir)
+        # detectron2 opens ``filename`` as given: relative to the current directory (save_dir joined with the name,
+        # or MODEL.WEIGHTS), so it is made absolute from there before the work-dir check
+        path = inside_work_dir(Path(filename).absolute(), work_dir)
         try:
             data = read_checkpoint(path).obj  # refuses anything but tensors, numpy arrays and plain containers
         except BenchError as e:  # (its --trust-checkpoint fix does not apply: a work dir is never trusted)

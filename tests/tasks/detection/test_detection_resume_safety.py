@@ -133,3 +133,27 @@ def test_resume_with_a_corrupt_run_file_is_one_line(synth_root, tmp_path, cli):
     assert code == 2 and err.count("\n") == 1 and "already holds a run (a checkpoint)" in err, err
     code, _, err = cli(*argv, "--resume")  # was: JSONDecodeError traceback
     assert code == 2 and err.count("\n") == 1 and "mopro_bench_run.json cannot be read (JSONDecodeError)" in err, err
+
+
+def test_a_relative_work_dir_resumes_and_loads_its_backbone(tmp_path, monkeypatch):
+    """detectron2 opens checkpoints at paths relative to the current directory (`make demo` writes under demo_out/):
+    the guard must resolve them from there, not a second time under the work dir (was: every load refused)."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    work = Path("demo_out") / "run.work"  # relative, as the demo's results dir
+    work.mkdir(parents=True)
+    model, ck = _checkpointer(work)
+    with torch.no_grad():
+        model.weight.fill_(0.5)
+    ck.save("model_0000002", iteration=2)
+    other, ck2 = _checkpointer(work)
+    extra = ck2.resume_or_load("", resume=True)  # detectron2 joins save_dir (relative) and the name
+    assert extra["iteration"] == 2 and torch.equal(other.weight, torch.full((2, 3), 0.5))
+    third, ck3 = _checkpointer(work)
+    ck3.load(str(work / "model_0000002.pth"))  # MODEL.WEIGHTS given relative to the current directory
+    assert torch.equal(third.weight, torch.full((2, 3), 0.5))
+    outside = Path("demo_out") / "model_0000002.pth"  # the same bytes one folder up: outside the work dir
+    outside.write_bytes((work / "model_0000002.pth").read_bytes())
+    with pytest.raises(BenchError, match="not a file in the work dir"):
+        ck3.load(str(outside))
