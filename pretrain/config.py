@@ -153,15 +153,18 @@ def make_config(overrides: dict[str, Any] | None = None, base: PretrainConfig | 
     return validate(apply_overrides(base or PretrainConfig(), overrides or {}))
 
 
+def invalid_setting(name: str, value: Any, fix: str) -> BenchError:
+    """The one-line error for a ``--set`` value that cannot train (pretraining and cRT settings alike)."""
+    return BenchError(f"--set {name}={value!r} is not valid", fix)
+
+
 def validate(cfg: PretrainConfig) -> PretrainConfig:
     """Checks that need no data or devices (the trainer checks batch/queue/world-size divisibility).
 
     Every number must be finite (``--set optim.lr=NaN`` or ``=inf`` is refused here, not discovered as a NaN
     checkpoint), and positive / inside its range where the method needs it."""
     m, o, a = cfg.mopro, cfg.optim, cfg.aug
-
-    def bad(name: str, value: Any, fix: str) -> BenchError:
-        return BenchError(f"--set {name}={value!r} is not valid", fix)
+    bad = invalid_setting
 
     if m.proto_norm not in PROTO_NORMS:
         raise bad("mopro.proto_norm", m.proto_norm, "use batch (reference code) or sample (paper Eq. 5)")

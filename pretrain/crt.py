@@ -38,6 +38,7 @@ from mopro_bench.engine.schedule import epoch_lr
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_torch_save, atomic_write_json, sha256_file
 from mopro_bench.pretrain.checkpoint import FILE_SHA256
+from mopro_bench.pretrain.config import invalid_setting
 from mopro_bench.pretrain.data import derive_seed
 from mopro_bench.pretrain.noise_clean import load_model
 
@@ -65,8 +66,7 @@ class CRTConfig:
 
 
 def validate_crt(c: CRTConfig) -> CRTConfig:
-    def bad(name: str, value: Any, fix: str) -> BenchError:
-        return BenchError(f"--set {name}={value!r} is not valid", fix)
+    bad = invalid_setting
 
     if c.schedule not in CRT_SCHEDULES:
         raise bad("schedule", c.schedule, "use step (the reference), cos or const")
