@@ -7,12 +7,10 @@ and the format's own ``detect`` accepts it. A new format is tested here by being
 
 from __future__ import annotations
 
-import copy
 import re
 
 import pytest
 import torch
-from torch import nn
 
 from mopro_bench.checkpoints import load_checkpoint
 from mopro_bench.checkpoints.formats import FORMATS, adapters
@@ -20,6 +18,7 @@ from mopro_bench.checkpoints.formats.base import Adapter
 from mopro_bench.checkpoints.loader import detect_adapter
 from mopro_bench.checkpoints.safeload import read_checkpoint
 from mopro_bench.checkpoints.synth import LAYOUTS, random_resnet, write_layout
+from tests.checkpoints.test_checkpoints_adapters import _reference
 
 ADAPTERS = adapters()
 NAMES = [a.name for a in ADAPTERS]
@@ -43,17 +42,8 @@ def r18(tmp_path_factory):
         files[layout] = path
         detected[layout] = detect_adapter(read_checkpoint(path).obj, str(path)).name
     x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
-
-    def reference(msra: bool) -> torch.Tensor:
-        ref = copy.deepcopy(model)
-        ref.fc = nn.Identity()
-        if msra:
-            for layer in (ref.layer2, ref.layer3, ref.layer4):
-                layer[0].conv1.stride, layer[0].conv2.stride = (2, 2), (1, 1)
-        with torch.no_grad():
-            return ref.eval()(x)
-
-    return {"files": files, "detected": detected, "x": x, "ref": reference(False), "ref_msra": reference(True)}
+    refs = {"ref": _reference(model, x), "ref_msra": _reference(model, x, msra=True)}
+    return {"files": files, "detected": detected, "x": x, **refs}
 
 
 def test_registry_and_detection_order():
