@@ -23,7 +23,7 @@ from mopro_bench.checkpoints import LoadedCheckpoint, load_checkpoint
 from mopro_bench.data import get_layout, is_synthetic
 from mopro_bench.errors import BenchError
 from mopro_bench.io import check_dir_creatable, check_writable_dir, check_writable_file, sha256_file
-from mopro_bench.registry import RunContext, get_task
+from mopro_bench.registry import RunContext, check_family, get_task
 from mopro_bench.results import (
     DEFAULT_RESULTS_DIR,
     build_record,
@@ -203,6 +203,7 @@ def evaluate(
     ck = ckpt if isinstance(ckpt, LoadedCheckpoint) else load_checkpoint(ckpt, trust=trust, name=name, seed=seed, select=select)
     if name:
         ck.name = name
+    check_family(task, protocol, ck)
     t_load = time.time() - t0
     ck_rec = ck.record()
     # pre-run name: everything known before the run (the image content is known only after it); artifacts and the
@@ -239,7 +240,8 @@ def evaluate(
     record = build_record(
         task=task.name,
         protocol={"id": resolved.protocol_id, "name": protocol.name, "version": protocol.version,
-                  "description": protocol.description, "params": params, "overrides": resolved.overrides},
+                  "description": protocol.description, "families": list(protocol.families), "params": params,
+                  "overrides": resolved.overrides},
         checkpoint=ck_rec,
         seed=seed,
         data=data,

@@ -57,7 +57,7 @@ def cache_key(ck: LoadedCheckpoint, dataset_id: str, rel_paths: Sequence[str], t
         "content_sha256": content_sha256,  # fingerprint_files(paths, names=rel_paths)["sha256"]
         "n": len(rel_paths),
         "transform": transform_id,
-        "preprocess": ck.record()["preprocess"],
+        "preprocess": ck.preprocess.normalisation(),  # what the checkpoint changes in the input tensor
     }
 
 
@@ -91,10 +91,13 @@ def extract_features(
     image_size: int = 224,
     resize: int | None = None,
     square: bool = False,
+    interpolation: str = "bilinear",
     desc: str = "features",
 ) -> np.ndarray:
     """Pooled features ``[N, feature_dim]`` (float32) of ``paths`` under Resize -> CenterCrop -> normalisation
-    (``square``: the whole image resized to ``resize x resize`` first, see :func:`~mopro_bench.data.common.eval_transform`).
+    (``square``: the whole image resized to ``resize x resize`` first; ``interpolation`` of the resize; see
+    :func:`~mopro_bench.data.common.eval_transform`). The feature is ``ck.backbone(x)``: whatever the backbone's
+    ``forward`` pools (ResNet GAP, ViT CLS token, ConvNeXt pre-logits), or a wrapper a task puts in its place.
 
     ``dataset_id`` names the dataset and split (e.g. ``"voc07/test"``); ``rel_paths`` (default: ``paths``) are the
     root-relative names hashed into the key with each file's content, so moving a dataset does not invalidate its
@@ -105,6 +108,8 @@ def extract_features(
         raise ValueError("paths and rel_paths differ in length")
     resize = resize or round(image_size * 256 / 224)
     transform_id = f"resize{resize}{'x' + str(resize) if square else ''}-centercrop{image_size}"
+    if interpolation != "bilinear":  # (bilinear, the default, is unnamed: the ResNet protocols' keys stay as they were)
+        transform_id += f"-{interpolation}"
     fp = fingerprint_files(paths, cache_dir=ctx.cache_dir, names=rel)
     ctx.record_data(dataset_id, fp)
     key_obj = cache_key(ck, dataset_id, rel, transform_id, ctx.seed, fp["sha256"])
@@ -121,7 +126,8 @@ def extract_features(
             pass  # unreadable cache entry: recompute and overwrite
     CACHE_STATS["misses"] += 1
     t0 = time.time()
-    ds = ImageList(paths, transform=eval_transform(image_size, resize, ck.preprocess, square=square))
+    ds = ImageList(paths, transform=eval_transform(image_size, resize, ck.preprocess, square=square,
+                                                   interpolation=interpolation))
     if ctx.batch_size is not None and ctx.batch_size < 1:
         raise BenchError(f"batch size {ctx.batch_size} is not positive", "pass --batch-size 1 or more (or leave it out)")
     bs = ctx.batch_size or default_batch_size(ctx.device)

@@ -129,22 +129,44 @@ def _option(name: str, help: str, kw: dict[str, Any]) -> Option:
     return Option(name, help, **kw)
 
 
+# protocol fields that say what a protocol is and what it accepts, not how it measures: never in ``params()`` (so never
+# in a record's identity) and never changed by ``--set``
+PROTOCOL_META_FIELDS = ("name", "version", "description", "families")
+
+
 @dataclass(frozen=True)
 class Protocol:
-    """Base of every protocol: subclasses add their constants as fields (with defaults = the published values)."""
+    """Base of every protocol: subclasses add their constants as fields (with defaults = the published values).
+
+    ``families``: the backbone families (:data:`mopro_bench.backbones.FAMILIES`) the protocol is defined for. A
+    checkpoint of another family is refused before anything runs (exit 2, naming the task's protocols that accept it):
+    a ResNet protocol never silently runs on a ViT."""
 
     name: str
     version: str
     description: str
+    families: tuple[str, ...] = ("resnet",)
 
     def params(self) -> dict[str, Any]:
         d = to_dict(self)
-        for k in ("name", "version", "description"):
+        for k in PROTOCOL_META_FIELDS:
             d.pop(k, None)
         return d
 
     def with_overrides(self, overrides: dict[str, Any]) -> Protocol:
-        return apply_overrides(self, overrides, protected=("name", "version", "description"))
+        return apply_overrides(self, overrides, protected=PROTOCOL_META_FIELDS)
+
+
+def check_family(task: Task, protocol: Protocol, model: LoadedCheckpoint) -> None:
+    """Refuse (exit 2) a checkpoint whose backbone family ``protocol`` is not defined for."""
+    family = model.family
+    if family in protocol.families:
+        return
+    others = [f"{task.name}@{p.name}" for p in task.protocols.values() if family in p.families]
+    fix = (f"use {' or '.join(others)}" if others else
+           f"{task.name} has no protocol for {family} backbones (`mopro-bench tasks` lists the families each accepts)")
+    raise BenchError(f"{task.name}@{protocol.name} is defined for {'/'.join(protocol.families)} backbones; "
+                     f"{model.name} is a {family} ({model.arch})", fix)
 
 
 @dataclass

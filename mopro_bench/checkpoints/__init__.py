@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mopro_bench.backbones import Backbone, Preprocess, build_backbone, parse_arch
+from mopro_bench.backbones import Preprocess, build_family, default_preprocess, family_of, parse_any_arch
 from mopro_bench.errors import BenchError
 
 # class spaces a classifier head can be in
@@ -62,7 +62,7 @@ class Head:
 
 @dataclass
 class LoadedCheckpoint:
-    backbone: Backbone
+    backbone: nn.Module  # a backbone of mopro_bench.backbones (family, feature_dim, forward -> pooled feature)
     format: str
     arch: str
     width: int
@@ -107,21 +107,25 @@ class LoadedCheckpoint:
         sel, avail = self.meta.get("select"), self.meta.get("selectable") or []
         return f"{self.sha256}#{sel}" if sel and avail and sel != avail[0] else self.sha256
 
+    @property
+    def family(self) -> str:
+        """``resnet`` | ``vit`` | ``convnext`` (:data:`mopro_bench.backbones.FAMILIES`)."""
+        return family_of(self.backbone)
+
     def record(self) -> dict[str, Any]:
+        config = getattr(self.backbone, "config", None)
         return {
             "name": self.name,
             "path": self.path,
             "sha256": self.sha256,
             "format": self.format,
+            "family": self.family,
             "arch": self.arch,
             "width": self.width,
+            **({"config": dict(config)} if self.family != "resnet" and isinstance(config, dict) else {}),
+            "feature": getattr(self.backbone, "feature", None),
             "heads": {k: h.summary() for k, h in self.heads.items()},
-            "preprocess": {
-                "mean": list(self.preprocess.mean),
-                "std": list(self.preprocess.std),
-                "channel_order": self.preprocess.channel_order,
-                "scale": self.preprocess.scale,
-            },
+            "preprocess": self.preprocess.record(),
             "select": self.meta.get("select"),
             "stride_in_1x1": bool(getattr(self.backbone, "stride_in_1x1", False)),
             "coverage": {"loaded": self.coverage.get("loaded"), "expected": self.coverage.get("expected"),
@@ -130,20 +134,25 @@ class LoadedCheckpoint:
 
 
 def load_random(spec: str, seed: int = 0) -> LoadedCheckpoint:
-    """``random:ARCH`` -- an explicitly untrained baseline (torchvision init, seeded)."""
-    arch, width = parse_arch(spec.split(":", 1)[1])
-    if not arch:
-        raise BenchError(f"{spec!r} names no architecture", "use e.g. random:resnet50 or random:resnet50x2")
+    """``random:ARCH`` -- an explicitly untrained baseline (torchvision init for ResNets, timm's for ViT/ConvNeXt,
+    seeded): ``random:resnet50``, ``random:resnet50x2``, ``random:vit_small_patch16_224``, ``random:convnext_tiny``."""
+    text = spec.split(":", 1)[1]
+    if not text.strip():
+        raise BenchError(f"{spec!r} names no architecture",
+                         "use e.g. random:resnet50, random:resnet50x2, random:vit_small_patch16_224, random:convnext_tiny")
+    family, config = parse_any_arch(text)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        bb = build_backbone(arch, width)
+        bb = build_family(family, config).eval()
     finally:
         torch.random.set_rng_state(gen_state)
+    init = "torchvision" if family == "resnet" else "timm"
     return LoadedCheckpoint(
-        backbone=bb, format="random", arch=arch, width=width, sha256=None, path=spec, name=spec,
+        backbone=bb, format="random", arch=bb.arch, width=bb.width, sha256=None, path=spec, name=spec,
+        preprocess=default_preprocess(family),
         coverage={"loaded": 0, "expected": len(bb.state_dict()), "filled": [], "percent": 0.0,
-                  "parameter_count": bb.num_parameters, "note": f"untrained (torchvision init, seed {seed})"},
+                  "parameter_count": bb.num_parameters, "note": f"untrained ({init} init, seed {seed})"},
         meta={"adapter": "random", "seed": seed, "select": None, "selectable": [], "warnings": []},
     )
 
@@ -174,8 +183,7 @@ def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = 
             raise BenchError(f"--select {select} does not apply to {spec}", "drop --select")
         ck = load_random(spec, seed=seed)
         if arch:
-            a, w = parse_arch(arch)
-            if (a, w) != (ck.arch, ck.width):
+            if parse_any_arch(arch) != parse_any_arch(spec.split(":", 1)[1]):
                 raise BenchError(f"--arch {arch} disagrees with {spec}", f"use random:{arch} or drop --arch")
     else:
         from mopro_bench.checkpoints.loader import load_file

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from mopro_bench.backbones import ARCHS, parse_arch
+from mopro_bench.backbones import ARCHS, family_of, parse_arch
 from mopro_bench.checkpoints import LoadedCheckpoint
 from mopro_bench.checkpoints.formats import adapters
 from mopro_bench.checkpoints.formats.base import Adapter, is_tensor_dict
@@ -37,15 +37,12 @@ def detect_adapter(obj: Mapping[str, Any], where: str) -> Adapter:
         if a.detect(obj):
             return a
     tensor_dicts = [obj] if is_tensor_dict(obj) else [v for v in obj.values() if is_tensor_dict(v)]
-    for d in tensor_dicts:
-        vit = [k for k in d if any(m in k for m in VIT_MARKERS)]
-        if vit:
-            raise BenchError(f"{where} is a Vision Transformer checkpoint ({first(vit)}); this suite evaluates ResNets",
-                             "pass a ResNet checkpoint")
     if not tensor_dicts:
         raise BenchError(f"{where} holds no state dict of tensors ({_describe(obj)})",
                          "pass a checkpoint with model weights (e.g. {'state_dict': ...} or a bare state dict)")
-    raise BenchError(f"{where} is no known ResNet checkpoint layout ({_describe(obj)})",
+    vit = [k for d in tensor_dicts for k in d if any(m in k for m in VIT_MARKERS)]
+    raise BenchError(f"{where} is no known {'Vision Transformer' if vit else 'ResNet, ViT or ConvNeXt'} checkpoint layout "
+                     f"({_describe(obj)})",
                      "supported: " + ", ".join(a.name for a in adapters()) + " (`mopro-bench inspect --formats` describes them)")
 
 
@@ -77,7 +74,7 @@ def load_file(path: str | Path, arch: str | None = None, trust: bool = False, se
     m = adapter.convert(obj, select, where)
     chosen = m.meta.get("select") or (select if select is not None else (available[0] if available else None))
     bb, coverage = build_verified(m.trunk, arch=arch, adapter=adapter.name, where=where, stride_in_1x1=m.stride_in_1x1,
-                                  unplaced=m.unplaced)
+                                  unplaced=m.unplaced, hints=m.hints)
     warnings = list(notes) + list(m.meta.pop("warnings", []))
     refused = describe_bad_values(coverage["nonfinite"], coverage["negative_var"])
     if refused and check_values:
@@ -85,7 +82,8 @@ def load_file(path: str | Path, arch: str | None = None, trust: bool = False, se
                          "the training diverged or the file is corrupt: use an earlier checkpoint of the run "
                          "(`mopro-bench inspect --ckpt FILE` lists every bad tensor)")
     in_file = m.meta.get("arch_in_file")
-    if isinstance(in_file, str) and parse_arch(in_file)[0] in ARCHS and parse_arch(in_file) != (bb.arch, bb.width):
+    if (family_of(bb) == "resnet" and isinstance(in_file, str) and parse_arch(in_file)[0] in ARCHS
+            and parse_arch(in_file) != (bb.arch, bb.width)):
         warnings.append(f"the file says arch {in_file!r} but its tensors are {bb.name}; {bb.name} was loaded")
     for hname in list(m.heads):
         h = m.heads[hname]

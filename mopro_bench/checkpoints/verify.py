@@ -1,6 +1,8 @@
 """Architecture inference from a trunk's shapes, and the 100%-coverage check before anything is loaded.
 
-After an adapter has mapped a file to torchvision names, :func:`build_verified` infers the architecture (block type
+After an adapter has mapped a file to torchvision names (ResNets) or timm names (ViT, ConvNeXt: their configuration
+is read by :func:`mopro_bench.backbones.vit.describe_vit` / :func:`~mopro_bench.backbones.convnext.describe_convnext`),
+:func:`build_verified` infers a ResNet's architecture (block type
 from ``layer1.0.conv3``, depth from the block counts per stage, width from ``layer1.0.conv1``'s output channels, and
 a 64-channel or 64*width stem from ``conv1``), builds the
 backbone and requires every parameter and buffer to be present with the right shape and nothing else under the trunk's
@@ -14,17 +16,25 @@ import re
 from typing import Any
 
 import torch
+from torch import nn
 
-from mopro_bench.backbones import ARCHS, Backbone, arch_for_blocks, build_backbone, check_arch, parse_arch
+from mopro_bench.backbones import (
+    ARCHS,
+    arch_for_blocks,
+    build_backbone,
+    build_family,
+    check_arch,
+    is_trunk_key,
+    parse_any_arch,
+    parse_arch,
+    trunk_family,
+)
 from mopro_bench.errors import BenchError
 
-TRUNK_ROOTS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+TRUNK_ROOTS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")  # ResNet; other families: backbones.is_trunk_key
 _BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 VIT_MARKERS = ("cls_token", "pos_embed", "patch_embed.", "blocks.0.", "transformer.")
-
-
-def is_trunk_key(key: str) -> bool:
-    return key.split(".", 1)[0] in TRUNK_ROOTS
+__all__ = ["build_verified", "is_trunk_key", "resolve_arch", "describe_trunk", "bad_values", "describe_bad_values"]
 
 
 def first(keys, n: int = 3) -> str:
@@ -121,15 +131,48 @@ def describe_bad_values(nonfinite: list[str], negative_var: list[str]) -> str:
     return "; ".join(parts)
 
 
+def _resolve_timm(trunk: dict[str, torch.Tensor], family: str, arch: str | None, where: str,
+                  hints: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(name, config) of a ViT / ConvNeXt trunk; ``arch`` (``--arch``) must agree with its shapes."""
+    from mopro_bench.backbones import convnext, vit
+
+    if family == "vit":
+        cfg = vit.describe_vit(trunk, num_heads=hints.get("num_heads"))
+        name, keys = vit.arch_name(cfg), ("embed_dim", "depth", "patch_size")
+    else:
+        cfg = convnext.describe_convnext(trunk)
+        name, keys = convnext.arch_name(cfg), ("depths", "dims", "use_grn")
+    if arch:
+        want_family, want = parse_any_arch(arch)
+        if want_family != family or any(want[k] != cfg[k] for k in keys):
+            raise BenchError(f"--arch {arch} disagrees with {where}: its trunk is {name}",
+                             f"drop --arch (it is inferred) or pass --arch {name}")
+    return name, cfg
+
+
 def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter: str, where: str,
-                   stride_in_1x1: bool = False, unplaced: list[str] | tuple[str, ...] = ()) -> tuple[Backbone, dict[str, Any]]:
+                   stride_in_1x1: bool = False, unplaced: list[str] | tuple[str, ...] = (),
+                   hints: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Build the backbone for ``trunk`` and load it after checking 100% coverage; returns (backbone, coverage).
 
     ``unplaced``: the file's keys inside the selected network that the adapter could map neither to the trunk nor to a
-    known head; they count as unexpected."""
-    name, width, desc = resolve_arch(trunk, arch, where)
-    with torch.device("meta"):  # no initialisation work: every tensor is overwritten from the file
-        bb = build_backbone(name, width, stride_in_1x1=stride_in_1x1, wide_stem=desc.get("wide_stem", True))
+    known head; they count as unexpected. ``hints``: what the adapter knows that no shape shows (a ViT's
+    ``num_heads``)."""
+    family = trunk_family(trunk)
+    if family == "resnet":
+        name, width, desc = resolve_arch(trunk, arch, where)
+        with torch.device("meta"):  # no initialisation work: every tensor is overwritten from the file
+            bb = build_backbone(name, width, stride_in_1x1=stride_in_1x1, wide_stem=desc.get("wide_stem", True))
+        shown = arch_name(name, width)
+        architecture = {"family": family, "arch": name, "width": width, "bottleneck": desc["bottleneck"],
+                        "blocks": list(desc["blocks"]), "wide_stem": bool(desc.get("wide_stem", True)),
+                        **({"note": desc["note"]} if "note" in desc else {})}
+    else:
+        shown, cfg = _resolve_timm(trunk, family, arch, where, hints or {})
+        with torch.device("meta"):
+            bb = build_family(family, cfg)
+        desc = {}
+        architecture = {"family": family, "arch": shown, **cfg}
     bb = bb.to_empty(device="cpu")
     expected = bb.state_dict()
     missing = [k for k in expected if k not in trunk]
@@ -154,7 +197,7 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
             more = f" and {len(misshaped) - 1} more" if len(misshaped) > 1 else ""
             parts.append(f"{len(misshaped)} mis-shaped ({k}: file {list(trunk[k].shape)} vs {list(expected[k].shape)}{more})")
         raise BenchError(
-            f"{where} (adapter {adapter}) does not match {arch_name(name, width)}: " + ", ".join(parts)
+            f"{where} (adapter {adapter}) does not match {shown}: " + ", ".join(parts)
             + (f" [{desc['note']}]" if "note" in desc else ""),
             "the file is incomplete (compare its sha256 with the published one) or holds another architecture; "
             "it is never loaded partially",
@@ -165,7 +208,7 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
     nonfloat = [k for k, v in full.items() if expected[k].is_floating_point() and not v.is_floating_point()]
     if nonfloat:
         raise BenchError(f"{where} (adapter {adapter}): {first(nonfloat)} hold integers where weights are expected",
-                         "the file is not a trained ResNet checkpoint")
+                         "the file is not a trained network checkpoint")
     bb.load_state_dict(full, strict=True)
     bb.eval()
     nonfinite, negative_var = bad_values(full)
@@ -183,8 +226,6 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
         "file_dtypes": dtypes,
         "nonfinite": nonfinite,  # tensors holding NaN/Inf: load_file refuses the file (inspect reports them)
         "negative_var": negative_var,  # BatchNorm running_var with a negative entry: refused the same way
-        "architecture": {"arch": name, "width": width, "bottleneck": desc["bottleneck"], "blocks": list(desc["blocks"]),
-                         "wide_stem": bool(desc.get("wide_stem", True)),
-                         **({"note": desc["note"]} if "note" in desc else {})},
+        "architecture": architecture,
     }
     return bb, coverage

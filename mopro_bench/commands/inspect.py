@@ -60,9 +60,12 @@ def report(ck) -> dict:
         "container": ck.meta.get("container"),
         "select": ck.meta.get("select"),
         "selectable": ck.meta.get("selectable", []),
+        "family": ck.family,
         "arch": ck.arch,
         "width": ck.width,
         "feature_dim": bb.feature_dim,
+        "feature": getattr(bb, "feature", None),
+        "supports_detection": bool(getattr(bb, "supports_detection", False)),
         "parameter_count": bb.num_parameters,
         "stride_in_1x1": bool(getattr(bb, "stride_in_1x1", False)),
         "preprocess": ck.record()["preprocess"],
@@ -89,7 +92,8 @@ def _fmt_head(name: str, h: dict) -> str:
 def print_text(r: dict) -> None:
     cov = r["coverage"]
     pre = r["preprocess"]
-    width = f"width {r['width']}" + (", stride in 1x1 (MSRA)" if r["stride_in_1x1"] else "")
+    width = (f"width {r['width']}" + (", stride in 1x1 (MSRA)" if r["stride_in_1x1"] else "") if r.get("family") == "resnet"
+             else f"family {r.get('family')}")
     others = [n for n in r["selectable"] if n != r["select"]]
     sel = f" (network {r['select']}; --select {' / '.join(others)} for the other)" if r["selectable"] else ""
     rows = [

@@ -23,17 +23,21 @@ def run(args) -> int:
     if args.json:
         out = [
             {"id": f"{t.name}@{p.name}", "task": t.name, "protocol": p.name, "default": p.name == t.default_protocol,
-             "version": p.version, "description": p.description, "data_kind": t.data_kind, "params": p.params()}
+             "version": p.version, "description": p.description, "data_kind": t.data_kind,
+             "families": list(p.families), "params": p.params()}
             for t, p in rows
         ]
         print(json.dumps(out, indent=2))
         return 0
     width = max((len(f"{t.name}@{p.name}") for t, p in rows), default=10) + 2
-    print(f"{'task@protocol':<{width}} {'ver':<5} {'data':<11} description")
+    fam_w = max((len(",".join(p.families)) for _, p in rows), default=8) + 1
+    print(f"{'task@protocol':<{width}} {'ver':<5} {'data':<11} {'families':<{fam_w}} description")
     for t, p in rows:
         mark = "*" if p.name == t.default_protocol else " "
-        print(f"{t.name + '@' + p.name + mark:<{width}} {p.version:<5} {t.data_kind:<11} {p.description}")
-    print("\n* = the task's default protocol (used by `--task NAME`).")
+        print(f"{t.name + '@' + p.name + mark:<{width}} {p.version:<5} {t.data_kind:<11} {','.join(p.families):<{fam_w}} "
+              f"{p.description}")
+    print("\n* = the task's default protocol (used by `--task NAME`). families: the backbones a protocol is defined "
+          "for (resnet, vit, convnext); another family is refused with exit 2.")
     from mopro_bench.suites import SUITE_HELP, SUITES
 
     print("\nsuites (`mopro-bench eval --ckpt CKPT --suite NAME`):")

@@ -79,20 +79,33 @@ def normalize(pre: Preprocess | None = None) -> Callable[[torch.Tensor], torch.T
     return _ToInput(pre or Preprocess())
 
 
+INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
+
+
+def interpolation_mode(name: str) -> T.InterpolationMode:
+    if name not in INTERPOLATIONS:
+        raise BenchError(f"interpolation {name!r} is not supported", "use one of: " + ", ".join(INTERPOLATIONS))
+    return INTERPOLATIONS[name]
+
+
 def eval_transform(image_size: int = 224, resize: int | None = None, pre: Preprocess | None = None, *,
-                   square: bool = False) -> T.Compose:
+                   square: bool = False, interpolation: str = "bilinear") -> T.Compose:
     """Resize(256) -> CenterCrop(224) -> tensor -> normalisation (sizes scale together when image_size != 224).
 
     ``square``: resize the whole image to ``resize x resize`` (aspect ratio not kept; VISSL's ``Resize([224, 224])``)
-    instead of its shorter side to ``resize``."""
+    instead of its shorter side to ``resize``. ``interpolation``: of the resize (bilinear: torchvision's default, the
+    ResNet protocols; bicubic: DINO's ``Resize(256, interpolation=3)``, the ViT protocols)."""
     resize = resize or round(image_size * 256 / 224)
-    return T.Compose([T.Resize((resize, resize) if square else resize), T.CenterCrop(image_size), T.ToTensor(),
-                      normalize(pre)])
+    mode = interpolation_mode(interpolation)
+    return T.Compose([T.Resize((resize, resize) if square else resize, interpolation=mode), T.CenterCrop(image_size),
+                      T.ToTensor(), normalize(pre)])
 
 
-def train_transform(image_size: int = 224, scale: tuple[float, float] = (0.08, 1.0), pre: Preprocess | None = None) -> T.Compose:
+def train_transform(image_size: int = 224, scale: tuple[float, float] = (0.08, 1.0), pre: Preprocess | None = None, *,
+                    interpolation: str = "bilinear") -> T.Compose:
     """RandomResizedCrop + horizontal flip (finetuning / linear probe)."""
-    return T.Compose([T.RandomResizedCrop(image_size, scale=scale), T.RandomHorizontalFlip(), T.ToTensor(), normalize(pre)])
+    return T.Compose([T.RandomResizedCrop(image_size, scale=scale, interpolation=interpolation_mode(interpolation)),
+                      T.RandomHorizontalFlip(), T.ToTensor(), normalize(pre)])
 
 
 class ImageList(Dataset):

@@ -85,7 +85,7 @@ def test_not_a_checkpoint(cli, tmp_path):
            "patch_embed.proj.weight": torch.zeros(8, 3, 4, 4)}
     _one_line_error(*cli("inspect", "--ckpt", _save(vit, tmp_path / "vit.pth")), "Vision Transformer")
     other = {"encoder.weight": torch.zeros(3, 3), "decoder.weight": torch.zeros(3, 3)}
-    _one_line_error(*cli("inspect", "--ckpt", _save(other, tmp_path / "other.pth")), "no known ResNet checkpoint layout",
+    _one_line_error(*cli("inspect", "--ckpt", _save(other, tmp_path / "other.pth")), "ViT or ConvNeXt checkpoint layout",
                     "encoder.weight")
 
 

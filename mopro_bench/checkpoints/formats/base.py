@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mopro_bench.backbones import Preprocess
+from mopro_bench.backbones import Preprocess, is_trunk_key
 from mopro_bench.checkpoints import Head
-from mopro_bench.checkpoints.verify import is_trunk_key
 from mopro_bench.errors import BenchError
 
 WEBVISION_SPACES = {1000: "webvision1k", 5000: "webvision5k"}
@@ -24,7 +23,8 @@ WEBVISION_SPACES = {1000: "webvision1k", 5000: "webvision5k"}
 
 @dataclass
 class Mapped:
-    """One network of a file, mapped: trunk in torchvision names, heads, what was left out and why."""
+    """One network of a file, mapped: trunk in torchvision (ResNet) or timm (ViT, ConvNeXt) names, heads, what was left
+    out and why."""
 
     trunk: dict[str, torch.Tensor]
     heads: dict[str, Head] = field(default_factory=dict)
@@ -34,6 +34,7 @@ class Mapped:
     preprocess: Preprocess = field(default_factory=Preprocess)
     stride_in_1x1: bool = False
     derived: list[str] = field(default_factory=list)  # trunk tensors computed exactly from others (caffe2 frozen BN)
+    hints: dict[str, Any] = field(default_factory=dict)  # what no shape shows, e.g. a ViT's {"num_heads": 12}
 
 # ---------------------------------------------------------------------------------------------------------- helpers
 

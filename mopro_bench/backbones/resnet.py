@@ -1,4 +1,4 @@
-"""ResNet backbones with torchvision's parameter names, and a width multiplier.
+"""ResNet backbones (family ``resnet``) with torchvision's parameter names, and a width multiplier.
 
 ``build_backbone("resnet50", width=2)`` scales every stage's base channels (64·w, 128·w, 256·w, 512·w; Bottleneck
 expansion 4), like SimCLR's ResNet-50 (2x)/(4x), SwAV's RN50-w2/w4/w5 and MoPro's ``width`` option, so the pooled
@@ -11,8 +11,6 @@ function: checkpoints from detectron2's MSRA model zoo need it, torchvision-styl
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,16 +27,6 @@ ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 }
 WIDTHS: dict[str, tuple[int, ...]] = {"resnet50": (1, 2, 4, 5)}  # 5: SwAV RN50-w5
 STAGES = ("res2", "res3", "res4", "res5")
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """What a checkpoint's network expects as input."""
-
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    channel_order: str = "RGB"  # or "BGR"
-    scale: float = 1.0  # pixel range is [0, scale] before normalisation (1 for torchvision, 255 for caffe-style)
 
 
 def parse_arch(spec: str) -> tuple[str, int]:
@@ -60,7 +48,14 @@ def check_arch(arch: str, width: int = 1) -> None:
 
 
 class Backbone(nn.Module):
-    """ResNet trunk (conv1 .. layer4 + global average pool). ``forward`` returns the pooled [N, feature_dim] feature."""
+    """ResNet trunk (conv1 .. layer4 + global average pool). ``forward`` returns the pooled [N, feature_dim] feature.
+
+    Implements the backbone interface of :mod:`mopro_bench.backbones` (``family``, ``feature``, ``config``,
+    ``supports_detection``)."""
+
+    family = "resnet"
+    feature = "global average pool of res5 (layer4), BatchNorm in eval mode"
+    supports_detection = True  # detectron2 has the ResNet(-FPN/-C4) backbone this trunk exports to
 
     def __init__(self, arch: str = "resnet50", width: int = 1, stride_in_1x1: bool = False, wide_stem: bool = True):
         super().__init__()
@@ -116,6 +111,11 @@ class Backbone(nn.Module):
     @property
     def name(self) -> str:
         return self.arch if self.width == 1 else f"{self.arch}x{self.width}"
+
+    @property
+    def config(self) -> dict:
+        """What builds this network again (recorded with the checkpoint)."""
+        return {"arch": self.arch, "width": self.width, "stride_in_1x1": self.stride_in_1x1, "wide_stem": self.wide_stem}
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stage outputs res2..res5 (strides 4, 8, 16, 32), for detection."""

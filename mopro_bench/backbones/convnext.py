@@ -1,0 +1,110 @@
+"""ConvNeXt (family ``convnext``) on timm's :class:`~timm.models.convnext.ConvNeXt`, parameter names timm's
+(``stem.0``, ``stages.i.downsample``, ``stages.i.blocks.j.{conv_dw,norm,mlp.fc1,mlp.fc2,gamma}``, ``head.norm``;
+ConvNeXt V2's ``mlp.grn``). Facebook's own layout (``downsample_layers``, ``stages.i.j.dwconv``, ``norm``, ``head``) is
+renamed to these by the checkpoint adapter. Depths, widths, layer scale and GRN are read from the shapes.
+
+``forward`` gives timm's pre-logits feature: the global average pool of the last stage through the head's LayerNorm
+(``head.norm``) -- the feature the checkpoint's own classifier reads, as for a ResNet the pooled res5 output.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from timm.models.convnext import ConvNeXt
+
+from mopro_bench.errors import BenchError
+
+# (depths, dims) -> name (ConvNeXt paper Table 9 / timm convnext_*; V2 sizes from the ConvNeXt V2 paper, use_grn)
+SIZES: dict[tuple[tuple[int, ...], tuple[int, ...]], str] = {
+    ((3, 3, 9, 3), (96, 192, 384, 768)): "tiny",
+    ((3, 3, 27, 3), (96, 192, 384, 768)): "small",
+    ((3, 3, 27, 3), (128, 256, 512, 1024)): "base",
+    ((3, 3, 27, 3), (192, 384, 768, 1536)): "large",
+    ((3, 3, 27, 3), (256, 512, 1024, 2048)): "xlarge",
+    ((2, 2, 6, 2), (40, 80, 160, 320)): "atto",
+    ((2, 2, 6, 2), (48, 96, 192, 384)): "femto",
+    ((2, 2, 6, 2), (64, 128, 256, 512)): "pico",
+    ((2, 2, 8, 2), (80, 160, 320, 640)): "nano",
+    ((3, 3, 27, 3), (352, 704, 1408, 2816)): "huge",
+}
+CONVNEXT_ROOTS = ("stem", "stages")  # and head.norm (the head's LayerNorm is part of the trunk; head.fc is the classifier)
+_BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
+
+
+def arch_name(cfg: dict[str, Any]) -> str:
+    size = SIZES.get((tuple(cfg["depths"]), tuple(cfg["dims"])))
+    if size is None:
+        size = "d" + "-".join(map(str, cfg["depths"])) + "_w" + "-".join(map(str, cfg["dims"]))
+    return f"convnext{'v2' if cfg['use_grn'] else ''}_{size}"
+
+
+def parse_convnext_arch(spec: str) -> dict[str, Any] | None:
+    """``convnext_tiny`` / ``convnextv2_tiny`` -> a config, or None."""
+    m = re.fullmatch(r"convnext(v2)?_([a-z]+)", spec.lower())
+    if not m:
+        return None
+    for (depths, dims), size in SIZES.items():
+        if size == m.group(2):
+            v2 = bool(m.group(1))
+            return {"depths": list(depths), "dims": list(dims), "use_grn": v2, "ls_init_value": None if v2 else 1e-6}
+    return None
+
+
+def describe_convnext(trunk: dict[str, torch.Tensor]) -> dict[str, Any]:
+    stem = trunk.get("stem.0.weight")
+    if stem is None or stem.ndim != 4 or stem.shape[1] != 3 or tuple(stem.shape[2:]) != (4, 4):
+        raise BenchError("the ConvNeXt trunk has no 4x4 patchify stem stem.0.weight [C, 3, 4, 4]",
+                         "pass a complete ConvNeXt checkpoint")
+    depths = [0, 0, 0, 0]
+    for k in trunk:
+        m = _BLOCK.match(k)
+        if m and int(m.group(1)) < 4:
+            depths[int(m.group(1))] = max(depths[int(m.group(1))], int(m.group(2)) + 1)
+    if min(depths) < 1:
+        raise BenchError(f"the ConvNeXt trunk has block counts {depths}: a stage is empty", "pass a complete checkpoint")
+    dims = [int(trunk[f"stages.{i}.blocks.0.conv_dw.weight"].shape[0]) if f"stages.{i}.blocks.0.conv_dw.weight" in trunk
+            else 0 for i in range(4)]
+    if 0 in dims:
+        raise BenchError("the ConvNeXt trunk lacks a stage's first depth-wise convolution (conv_dw)",
+                         "pass a complete ConvNeXt checkpoint")
+    return {"depths": depths, "dims": dims, "use_grn": "stages.0.blocks.0.mlp.grn.weight" in trunk,
+            "ls_init_value": 1e-6 if "stages.0.blocks.0.gamma" in trunk else None}
+
+
+class ConvNeXtBackbone(ConvNeXt):
+    """timm's ConvNeXt with no classifier; ``forward`` = global average pool -> head LayerNorm."""
+
+    family = "convnext"
+    feature = "global average pool of the last stage through the head LayerNorm (timm pre-logits)"
+    supports_detection = False
+
+    def __init__(self, cfg: dict[str, Any]):
+        cfg = dict(cfg)
+        super().__init__(depths=tuple(cfg["depths"]), dims=tuple(cfg["dims"]), use_grn=cfg["use_grn"],
+                         ls_init_value=cfg["ls_init_value"], num_classes=0)
+        self.cfg = cfg
+        self.feature_dim = int(cfg["dims"][-1])
+        self.arch = arch_name(cfg)
+        self.width = 1
+
+    @property
+    def name(self) -> str:
+        return self.arch
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.cfg)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x), pre_logits=True)
+
+
+def build_convnext(cfg: dict[str, Any]) -> ConvNeXtBackbone:
+    return ConvNeXtBackbone(cfg)
