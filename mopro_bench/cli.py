@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except BrokenPipeError:  # `mopro-bench tasks | head`: the reader left; nothing is wrong with the run
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush does not fail again
+        except OSError:
+            pass
+        return 0
     except Exception as e:
         # a BenchError, or one that a DataLoader worker / spawned process sent back as traceback text
         err = unwrap_error(e)
