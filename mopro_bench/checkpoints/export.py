@@ -1,4 +1,5 @@
-"""Export a loaded checkpoint's backbone: a torchvision state dict, or a detectron2 ``.pkl`` (:mod:`.detectron2`)."""
+"""Export a loaded checkpoint's backbone: a torchvision state dict or a detectron2 ``.pkl`` (:mod:`.detectron2`) for
+ResNets; a timm state dict for ViT / ConvNeXt (and ResNets' torchvision names are timm's too)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from mopro_bench.checkpoints.detectron2 import export_detectron2
 from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_torch_save
 
-FORMATS = ("torchvision", "detectron2")
+FORMATS = ("torchvision", "detectron2", "timm")
+# which backbone families each export format can hold
+FORMAT_FAMILIES = {"torchvision": ("resnet",), "detectron2": ("resnet",), "timm": ("resnet", "vit", "convnext")}
+# where a classifier goes in timm's names, per family (ViT: head; ConvNeXt: head.fc; ResNet: fc)
+TIMM_CLASSIFIER = {"resnet": "fc", "vit": "head", "convnext": "head.fc"}
 
 
 def torchvision_state_dict(ck: LoadedCheckpoint, with_classifier: bool = False) -> dict[str, torch.Tensor]:
@@ -38,14 +43,37 @@ def export_torchvision(ck: LoadedCheckpoint, path: str | Path, with_classifier: 
     return atomic_torch_save(path, torchvision_state_dict(ck, with_classifier))
 
 
+def timm_state_dict(ck: LoadedCheckpoint, with_classifier: bool = False) -> dict[str, torch.Tensor]:
+    """The backbone in timm's names (``timm.create_model(ck.arch, num_classes=0)`` loads it strictly; with the
+    classifier, ``num_classes=N`` does)."""
+    if getattr(ck.backbone, "stride_in_1x1", False):
+        raise BenchError(f"{ck.name} puts the stride in the 1x1 convolution (MSRA/caffe ResNet), which timm's ResNet "
+                         "does not", "export --format detectron2")
+    sd = {k: v.detach().cpu().clone().contiguous() for k, v in ck.backbone.state_dict().items()}
+    if with_classifier:
+        head = ck.heads.get("classifier")
+        if head is None:
+            raise BenchError(f"{ck.name} has no classifier head", "drop --with-classifier (the backbone is exported alone)")
+        prefix = TIMM_CLASSIFIER[ck.family]
+        sd.update({f"{prefix}.{k}": v.detach().cpu().clone().float() for k, v in head.state_dict.items()})
+    return sd
+
+
 def export(ck: LoadedCheckpoint, fmt: str, path: str | Path, with_classifier: bool = False) -> Path:
+    if fmt in FORMAT_FAMILIES and ck.family not in FORMAT_FAMILIES[fmt]:
+        fits = [f for f, fams in FORMAT_FAMILIES.items() if ck.family in fams]
+        raise BenchError(f"--format {fmt} holds ResNets; {ck.name} is a {ck.family} ({ck.arch})",
+                         f"use --format {' or '.join(fits)}")
+    if fmt == "timm":
+        return atomic_torch_save(path, timm_state_dict(ck, with_classifier))
     if fmt == "torchvision":
         return export_torchvision(ck, path, with_classifier)
     if fmt == "detectron2":
         if with_classifier:
-            raise BenchError("--with-classifier applies to --format torchvision only", "drop --with-classifier")
+            raise BenchError("--with-classifier applies to --format torchvision and timm only", "drop --with-classifier")
         return export_detectron2(ck, path)
     raise BenchError(f"unknown export format {fmt!r}", "use one of: " + ", ".join(FORMATS))
 
 
-__all__ = ["FORMATS", "export", "export_torchvision", "export_detectron2", "torchvision_state_dict"]
+__all__ = ["FORMATS", "FORMAT_FAMILIES", "export", "export_torchvision", "export_detectron2", "timm_state_dict",
+           "torchvision_state_dict"]

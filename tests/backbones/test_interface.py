@@ -123,3 +123,19 @@ def test_tasks_lists_the_families_of_each_protocol(cli):
     rows = {r["id"]: r for r in json.loads(out)}
     assert rows["coco_maskrcnn@mopro"]["families"] == ["resnet"]
     assert all("families" not in r["params"] for r in rows.values())
+
+
+@pytest.mark.parametrize("name", ["vit_small_patch16_224", "convnext_tiny"])
+def test_export_timm_loads_strictly_into_timm_and_resnet_formats_refuse(cli, tmp_path, name):
+    out = tmp_path / f"{name}.pth"
+    code, text, err = cli("export", "--ckpt", f"random:{name}", "--format", "timm", "--out", str(out))
+    assert code == 0, err
+    ref = timm.create_model(name, pretrained=False, num_classes=0)
+    ref.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    ck = load_checkpoint(f"random:{name}")
+    torch.testing.assert_close(ref.state_dict()["stem.0.weight" if "convnext" in name else "cls_token"],
+                               ck.backbone.state_dict()["stem.0.weight" if "convnext" in name else "cls_token"])
+    for fmt in ("torchvision", "detectron2"):
+        code, _, err = cli("export", "--ckpt", f"random:{name}", "--format", fmt, "--out", str(tmp_path / "x.pkl"))
+        assert code == 2 and "use --format timm" in err and "Traceback" not in err, err
+        assert not (tmp_path / "x.pkl").exists()
