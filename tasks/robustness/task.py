@@ -20,6 +20,13 @@ and the softmax runs over those 200. Metrics: ``top1``, ``calib_rms`` (Hendrycks
 reproduced with its dropped last bin), ``ece15``, ``nll``, ``brier``; see :mod:`mopro_bench.metrics.calibration`.
 A reliability diagram is written next to each result (``<result>.reliability.png``).
 
+Every backbone family (ResNet, ViT, ConvNeXt) is accepted: ``features`` is the backbone's pooled feature (ViT: the
+CLS token after the final LayerNorm; ConvNeXt: the average-pooled last stage through the head LayerNorm), which is
+what a timm-layout classifier (ViT ``head``, ConvNeXt ``head.fc``) reads, so ``classifier(features)`` are the
+network's own logits. The protocol's input pipeline is the same for every family (bilinear Resize 256, as the
+ResNet numbers it was defined with); the checkpoint's own interpolation (bicubic for DINO/MoCo v3/ConvNeXt) is
+recorded with the checkpoint but not applied, so a ViT's numbers here are under this protocol, not its authors'.
+
 ``details.per_image`` holds each image's top-1 hit (0/1) in the dataset's sample order with ``ids_sha256`` (the
 ordered relative image paths), the format ``mopro-bench compare`` reads for a paired bootstrap over test images.
 """
@@ -36,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mopro_bench.backbones import Preprocess
+from mopro_bench.backbones import FAMILIES, Preprocess
 from mopro_bench.checkpoints import IMAGENET_COMPATIBLE, LoadedCheckpoint
 from mopro_bench.data.common import IMAGENET_MEAN, IMAGENET_STD
 from mopro_bench.data.imagenet import OFFICIAL_SIZES as IMAGENET_SIZES
@@ -80,6 +87,10 @@ def _hendrycks(dataset: str, n_classes: int, subset: str) -> CalibrationProtocol
     return CalibrationProtocol(
         name="hendrycks",
         version="1",
+        # every family: the protocol scores the checkpoint's own classifier on its pooled feature (ResNet: pooled res5;
+        # ViT: final-norm CLS token, the feature timm's / DeiT's / MoCo v3's classifier head reads; ConvNeXt: pooled
+        # last stage through the head LayerNorm, timm's pre-logits), so nothing in it is ResNet-specific
+        families=FAMILIES,
         description=(f"{dataset}: Resize 256, CenterCrop 224, ImageNet normalisation; softmax over {n_classes} logits "
                      f"of a 1000-way ImageNet classifier; top-1, RMS calibration error as in Hendrycks et al.'s "
                      f"calib_err (bins of 100 sorted by confidence, last bin dropped), ECE (15 bins), NLL, Brier"),
