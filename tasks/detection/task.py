@@ -10,11 +10,13 @@ Protocols::
     coco_maskrcnn@moco_c4      MoCo's R50-C4 2x setting: res5 as the ROI head with an extra norm after it,
                                180k iterations (steps 120k/160k), otherwise as @mopro
 
-The backbone of any checkpoint the suite imports is exported to detectron2's ``.pkl`` (``mopro_bench.checkpoints.
-detectron2``), loaded with detectron2's name matching and checked to fill every trunk tensor; FPN, RPN and ROI
-heads start from detectron2's initialisation. Metrics are COCOEvaluator's (the official pycocotools COCOeval) on
-val2017: ``bbox_AP``, ``bbox_AP50``, ``bbox_AP75``, ``bbox_APs``, ``bbox_APm``, ``bbox_APl`` and the same for ``segm``,
-in percent. detectron2 is imported only inside :meth:`CocoMaskRCNN.run`; install it with ``make setup-detection``.
+Every protocol is defined for ResNet backbones only (``families=("resnet",)``: a ViT or ConvNeXt checkpoint stops
+with one line, exit 2, before detectron2 is touched). The backbone of any ResNet checkpoint the suite imports is
+exported to detectron2's ``.pkl`` (``mopro_bench.checkpoints.detectron2``), loaded with detectron2's name matching
+and checked to fill every trunk tensor; FPN, RPN and ROI heads start from detectron2's initialisation. Metrics are
+COCOEvaluator's (the official pycocotools COCOeval) on val2017: ``bbox_AP``, ``bbox_AP50``, ``bbox_AP75``,
+``bbox_APs``, ``bbox_APm``, ``bbox_APl`` and the same for ``segm``, in percent. detectron2 is imported only inside
+:meth:`CocoMaskRCNN.run`; install it with ``make setup-detection``.
 """
 
 from __future__ import annotations
@@ -112,9 +114,15 @@ class MaskRCNNC4Protocol(MaskRCNNBase):
     res5_extra_norm: bool = True  # one more norm layer (``norm``) on the res5 head's output, as MoCo does
 
 
+# detectron2's Mask R-CNN backbones here are ResNet-FPN (R50-FPN) and ResNet-C4 (res5 as the ROI head): the protocols
+# are defined for ResNets only; a ViT or ConvNeXt checkpoint is refused before any detectron2 work (evaluate's
+# check_family, exit 2). ViTDet / ConvNeXt-FPN detection would be protocols of their own.
+RESNET_ONLY = ("resnet",)
+
 MOPRO = MaskRCNNProtocol(
     name="mopro",
     version="1",
+    families=RESNET_ONLY,
     description=("Mask R-CNN R50-FPN 1x on COCO train2017 (90k it, 16 img/batch, lr 0.02, steps 60k/80k), SyncBN in "
                  "backbone and FPN, nothing frozen, precise BN, train short side 640..800, test 800; COCO box and "
                  "mask AP on val2017 (MoCo/MoPro setting)"),
@@ -122,6 +130,7 @@ MOPRO = MaskRCNNProtocol(
 MOCO_C4 = MaskRCNNC4Protocol(
     name="moco_c4",
     version="1",
+    families=RESNET_ONLY,
     description=("Mask R-CNN R50-C4 2x on COCO train2017 (180k it, 16 img/batch, lr 0.02, steps 120k/160k), SyncBN in "
                  "backbone and res5 head plus an extra norm after res5, nothing frozen, precise BN, train short side "
                  "640..800, test 800; COCO box and mask AP on val2017 (MoCo's C4 setting)"),
