@@ -104,9 +104,11 @@ class LowShotEngine:
         return splits, data
 
     # --------------------------------------------------------------------------------------------------------- run
-    def run(self, dataset: LowShotDataset, proto: LowShotSVMProtocol, ctx: RunContext, *, model_name: str = "") -> TaskOutput:
+    def run(self, dataset: LowShotDataset, proto: LowShotSVMProtocol, ctx: RunContext, *, model_name: str = "",
+            backbone: dict[str, Any] | None = None) -> TaskOutput:
         """Splits, features, per k one batched solve of every group x class x cost, test scores, cost selection and
-        aggregation; then the curve figure and the record pieces."""
+        aggregation; then the curve figure and the record pieces. ``backbone`` (the family and the feature the SVMs
+        saw, :func:`~mopro_bench.tasks.lowshot.features.feature_record`) goes to ``details.backbone``."""
         check_protocol(proto)
         solver = ctx.option("solver", "torch")
         cache_before = dict(CACHE_STATS)
@@ -202,6 +204,7 @@ class LowShotEngine:
             "selection_notes": selection_notes,
             "feature_cache": {k: CACHE_STATS[k] - cache_before[k] for k in cache_before},
             "features": {"train": train_shapes, "test": list(Xte.shape)},
+            **({"backbone": {**backbone, "feature_dim": int(Xte.shape[1])}} if backbone is not None else {}),
             "timings": {"features_s": round(t_feat, 3), "svm_s": round(t_svm, 3)},
         }
         return TaskOutput(metrics=metrics, details=details, selection=selection_text(proto),

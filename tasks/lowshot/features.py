@@ -1,6 +1,8 @@
-"""Frozen features for the low-shot SVMs: the shared (cached) extractor on the pooled backbone output, or on a ResNet
+"""Frozen features for the low-shot SVMs: the shared (cached) extractor on the pooled backbone output (ResNet / ConvNeXt
+``pool5``), on a ViT's CLS token after the final LayerNorm (``cls``, the ViT protocols, bicubic resize), or on a ResNet
 stage average-pooled as VISSL's low-shot configs do (:class:`PooledStage`); non-finite features are refused and the
-protocol's L2 normalisation is applied."""
+protocol's L2 normalisation is applied. :func:`check_feature_layer` refuses a layer the checkpoint's family does not
+have before anything runs; :func:`feature_record` says in the result which feature the SVMs saw."""
 
 from __future__ import annotations
 
@@ -14,7 +16,44 @@ from torch import nn
 from mopro_bench.errors import BenchError
 from mopro_bench.features import extract_features
 from mopro_bench.registry import RunContext
-from mopro_bench.tasks.lowshot.protocols import STAGE_POOLS, LowShotSVMProtocol
+from mopro_bench.tasks.lowshot.protocols import STAGE_POOLS, LowShotSVMProtocol, vit_protocol_id
+
+
+def _family(ck) -> str:
+    from mopro_bench.backbones import family_of
+
+    return family_of(ck.backbone)
+
+
+def check_feature_layer(proto: LowShotSVMProtocol, ck) -> None:
+    """Refuse (exit 2, one line) a ``feature_layer`` the checkpoint's backbone family has no such feature for:
+    res4/res5 pool ResNet stages, ``cls`` is a ViT's class token, ``pool5`` a CNN's pooled output."""
+    family, layer, name = _family(ck), proto.feature_layer, getattr(ck, "name", "the checkpoint")
+    if layer in STAGE_POOLS and family != "resnet":
+        raise BenchError(f"feature_layer={layer} average-pools a ResNet stage (VISSL); {name} is a {family} backbone",
+                         "use --set feature_layer=pool5 (the backbone's pooled feature) or a ResNet checkpoint")
+    if layer == "cls" and family != "vit":
+        raise BenchError(f"feature_layer=cls is a Vision Transformer's CLS token; {name} is a {family} backbone",
+                         "use the task's pooled-feature protocol (@mopro) for ResNet/ConvNeXt checkpoints")
+    if layer == "pool5" and family == "vit":
+        raise BenchError(f"feature_layer=pool5 is a CNN's pooled output; {name} is a vit backbone",
+                         f"use {vit_protocol_id(proto)} (its CLS token)")
+
+
+def feature_record(ck, proto: LowShotSVMProtocol) -> dict:
+    """``details.backbone``: the family, the backbone's own feature in words, and the feature the SVMs were trained on
+    (the pooled output / CLS token, or the VISSL-pooled stage with its kernel and dimension) with its resize."""
+    backbone = ck.backbone
+    words = getattr(backbone, "feature", None)
+    svm = words
+    if proto.feature_layer in STAGE_POOLS:
+        pooled = PooledStage(backbone, proto.feature_layer, proto.image_size)
+        svm = (f"{proto.feature_layer} map average-pooled with AvgPool2d({pooled.kernel}, stride {pooled.stride}), "
+               f"flattened: {pooled.feature_dim}-d")
+    return {"family": _family(ck), "arch": getattr(ck, "arch", None), "feature": words,
+            "feature_layer": proto.feature_layer, "svm_feature": svm,
+            "interpolation": getattr(proto, "interpolation", "bilinear"),
+            "normalisation": f"x / (||x||_2 + {proto.feature_norm_eps:g})" if proto.feature_norm == "l2" else "none"}
 
 
 class PooledStage(nn.Module):
@@ -52,7 +91,14 @@ class PooledStage(nn.Module):
 
 
 def svm_features(ck, paths, rel, ctx: RunContext, proto: LowShotSVMProtocol, dataset_id: str, desc: str) -> np.ndarray:
-    if proto.feature_layer != "pool5":
+    """The protocol's features of ``paths`` (cached by :func:`~mopro_bench.features.extract_features` under
+    ``dataset_id`` plus a suffix naming any feature but ``pool5``), checked finite and normalised."""
+    interpolation = getattr(proto, "interpolation", "bilinear")  # only the ViT protocols have the field (bicubic)
+    if proto.feature_layer == "cls":
+        # the backbone's forward is the CLS token after the final norm (VisionTransformerBackbone); its own id keeps
+        # these entries apart from any other feature of the same checkpoint and images
+        dataset_id = f"{dataset_id}#cls"
+    elif proto.feature_layer != "pool5":
         # the shared extractor runs `ck.backbone`: hand it a copy whose backbone returns the pooled stage, under a
         # dataset id that names the layer and pooling, so its cache entries never mix with the 2048-d features
         pooled = PooledStage(ck.backbone, proto.feature_layer, proto.image_size)
@@ -60,7 +106,8 @@ def svm_features(ck, paths, rel, ctx: RunContext, proto: LowShotSVMProtocol, dat
         ck.backbone = pooled
         dataset_id = f"{dataset_id}#{proto.feature_layer}-avgpool{pooled.kernel}s{pooled.stride}"
     f = extract_features(ck, paths, ctx, dataset_id=dataset_id, rel_paths=rel, image_size=proto.image_size,
-                         resize=proto.resize, square=proto.resize_mode == "square", desc=desc).astype(np.float64)
+                         resize=proto.resize, square=proto.resize_mode == "square", interpolation=interpolation,
+                         desc=desc).astype(np.float64)
     bad = ~np.isfinite(f).all(axis=1)
     if bad.any():  # an SVM on NaN features gives chance-level numbers that look like a result
         raise BenchError(f"{desc}: the backbone produced non-finite features (NaN/inf) for {int(bad.sum())} of {len(f)} "

@@ -11,6 +11,7 @@ from mopro_bench.errors import BenchError
 from mopro_bench.registry import Protocol
 
 SAMPLINGS = ("union-of-positives", "positives-and-negatives-per-class")
+INTERPOLATIONS = ("bilinear", "bicubic")  # the resize of the ViT protocols (mopro_bench.data.common.eval_transform)
 SELECTIONS = ("fixed", "cv", "test")
 
 
@@ -75,6 +76,49 @@ class PlacesLowShotProtocol(LowShotSVMProtocol):
     aggregate: str = "top-1 over the whole val set per sample, then mean and std over the samples of each k (percent)"
 
 
+# ---------------------------------------------------------------------------------------------------------- ViTs
+# MoPro's SVM constants (k, samples, C = 0.5, class weights, L2-normalised features, ...) on a Vision Transformer's
+# CLS token after the final LayerNorm: the feature DINO's k-NN and linear evaluations take (facebookresearch/dino
+# vision_transformer.py `forward`: `x = self.norm(x); return x[:, 0]`, used by eval_knn.py `model(samples)` and by
+# eval_linear.py with n_last_blocks=1) and MoCo v3's linear probe reads (main_lincls.py: timm ViT, head on the token).
+# Resize(256, bicubic) + CenterCrop(224) + ImageNet mean/std is DINO's evaluation transform (eval_knn.py and
+# eval_linear.py: `pth_transforms.Resize(256, interpolation=3)`, `CenterCrop(224)`). MoCo v3's main_lincls.py
+# validates with a bilinear Resize(256); `--set interpolation=bilinear` gives that (a modified protocol id).
+VIT_FEATURE = ("CLS token after the final LayerNorm (DINO eval_knn.py / eval_linear.py n_last_blocks=1; MoCo v3 "
+               "main_lincls.py), no pooling")
+
+
+@dataclass(frozen=True)
+class VOCLowShotViTProtocol(VOCLowShotProtocol):
+    """``voc_lowshot@mopro``'s constants on a ViT's CLS token, DINO's bicubic evaluation resize."""
+
+    feature: str = VIT_FEATURE
+    feature_layer: str = "cls"  # the only layer of the ViT protocols
+    interpolation: str = "bicubic"  # Resize(256, interpolation=3) in DINO's eval_knn.py / eval_linear.py
+
+
+@dataclass(frozen=True)
+class PlacesLowShotViTProtocol(PlacesLowShotProtocol):
+    """``places_lowshot@mopro``'s constants on a ViT's CLS token, DINO's bicubic evaluation resize."""
+
+    feature: str = VIT_FEATURE
+    feature_layer: str = "cls"
+    interpolation: str = "bicubic"
+
+
+VIT_PROTOCOL_TYPES = (VOCLowShotViTProtocol, PlacesLowShotViTProtocol)
+
+
+def is_vit_protocol(p: LowShotSVMProtocol) -> bool:
+    """A protocol on a ViT's CLS token (``feature_layer=cls``, an ``interpolation`` field)."""
+    return isinstance(p, VIT_PROTOCOL_TYPES)
+
+
+def vit_protocol_id(p: LowShotSVMProtocol) -> str:
+    """The ViT protocol of ``p``'s task (what an error about a ViT or a CLS token names)."""
+    return "voc_lowshot@mopro-vit" if isinstance(p, VOCLowShotProtocol) else "places_lowshot@mopro-vit"
+
+
 GOYAL19_COSTS = (0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0)
 GOYAL19_SETTINGS: dict[str, Any] = dict(
     ks=(1, 2, 4, 8, 16, 32, 64, 96),  # VISSL k_values / FSSB create_voc_low_shot_samples default; 96 = VOC07 sheep
@@ -88,10 +132,19 @@ GOYAL19_SETTINGS: dict[str, Any] = dict(
 STAGE_POOLS = {"res4": (8, 3), "res5": (6, 1)}
 
 VOC_PROTOCOLS: dict[str, VOCLowShotProtocol] = {
+    # pool5 = the backbone's pooled feature: ResNet GAP of res5, ConvNeXt GAP through the head LayerNorm (timm
+    # pre-logits); the protocol's transform (bilinear Resize(256)) applies to both
     "mopro": VOCLowShotProtocol(
         name="mopro", version="1",
         description="MoPro (ICLR'21) / PCL low-shot VOC07: k positives per class pooled into one training set, one SVM "
-                    "per class (C=0.5, class weight +1:2), mAP on VOC07 test, 5 samples per k"),
+                    "per class (C=0.5, class weight +1:2), mAP on VOC07 test, 5 samples per k",
+        families=("resnet", "convnext")),
+    "mopro-vit": VOCLowShotViTProtocol(
+        name="mopro-vit", version="1",
+        description="voc_lowshot@mopro's SVM constants (k positives per class pooled, C=0.5, class weight +1:2, 5 "
+                    "samples per k, L2-normalised features) on a ViT's CLS token after the final LayerNorm (DINO / "
+                    "MoCo v3 evaluation feature), Resize(256, bicubic) + CenterCrop(224) as DINO's eval transform",
+        families=("vit",)),
     # Goyal et al. 2019 (FSSB tools/svm/train_svm_low_shot.py) and VISSL (configs/config/benchmark/low_shot_transfer/
     # voc07/eval_resnet_8gpu_transfer_voc07_low_shot_svm.yaml @ 434d7311: costs, k_values, sample_inds 1..5, res4/res5
     # AvgPool2d; vissl/utils/svm_utils/svm_low_shot_trainer.py: LinearSVC(class_weight={1: 2, -1: 1},
@@ -115,7 +168,14 @@ PLACES_PROTOCOLS: dict[str, PlacesLowShotProtocol] = {
     "mopro": PlacesLowShotProtocol(
         name="mopro", version="1",
         description="MoPro (ICLR'21) / PCL low-shot Places205: k images per class, one-vs-rest SVMs (C=0.5), top-1 on "
-                    "the val set, 5 samples per k"),
+                    "the val set, 5 samples per k",
+        families=("resnet", "convnext")),
+    "mopro-vit": PlacesLowShotViTProtocol(
+        name="mopro-vit", version="1",
+        description="places_lowshot@mopro's SVM constants (k images per class, one-vs-rest, C=0.5, 5 samples per k, "
+                    "L2-normalised features) on a ViT's CLS token after the final LayerNorm (DINO / MoCo v3 "
+                    "evaluation feature), Resize(256, bicubic) + CenterCrop(224) as DINO's eval transform",
+        families=("vit",)),
 }
 
 
@@ -141,7 +201,17 @@ def check_protocol(p: LowShotSVMProtocol) -> None:
     if p.loss != "squared_hinge" or p.penalty != "l2" or not p.fit_intercept or p.multi_class != "one-vs-rest":
         raise BenchError(f"protocol {p.name}: only loss=squared_hinge, penalty=l2, fit_intercept=true, one-vs-rest "
                          "are implemented", "keep those fields at their defaults")
-    if p.feature_layer not in ("pool5", *STAGE_POOLS):
+    if is_vit_protocol(p):
+        if p.feature_layer != "cls":
+            raise BenchError(f"protocol {p.name}: feature_layer={p.feature_layer!r} is not a ViT protocol's feature "
+                             "(they take the CLS token, feature_layer=cls)",
+                             "leave feature_layer at cls; pooled and res4/res5 features are the ResNet/ConvNeXt protocols'")
+        if p.interpolation not in INTERPOLATIONS:
+            raise bad("interpolation", f"must be one of {', '.join(INTERPOLATIONS)}")
+    elif p.feature_layer == "cls":
+        raise BenchError(f"protocol {p.name}: feature_layer='cls' (a ViT's CLS token) belongs to the ViT protocols",
+                         f"use {vit_protocol_id(p)} for ViT checkpoints (keep feature_layer at pool5 here)")
+    elif p.feature_layer not in ("pool5", *STAGE_POOLS):
         raise bad("feature_layer", f"must be one of pool5, {', '.join(STAGE_POOLS)}")
     if p.feature_norm not in ("l2", "none"):
         raise bad("feature_norm", "must be l2 or none")

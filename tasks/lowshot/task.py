@@ -18,6 +18,14 @@ Protocols (every constant is a field of the protocol dataclass and lands in the 
   original benchmark reported it -- labelled ``test-set (as published)`` in the result.
 * ``places_lowshot@mopro`` (default): k images per class of the 205, one-vs-rest SVMs (C = 0.5, no class weights),
   top-1 accuracy on the whole val set.
+* ``voc_lowshot@mopro-vit`` / ``places_lowshot@mopro-vit``: the ``@mopro`` constants on a Vision Transformer's CLS
+  token after the final LayerNorm (DINO's k-NN / linear evaluation feature, MoCo v3's linear probe), images resized
+  with DINO's evaluation transform, Resize(256, bicubic) + CenterCrop(224).
+
+Backbone families (``Protocol.families``; another family is refused before anything runs, exit 2): ``@mopro`` takes
+ResNets and ConvNeXts (the pooled feature: GAP of res5 / GAP through ConvNeXt's head LayerNorm), the goyal19 protocols
+ResNets only (VISSL-pooled ResNet stages), ``@mopro-vit`` ViTs only. ``details.backbone`` records the family and the
+feature the SVMs saw.
 
 All classes x samples x costs of one k are solved as one batched problem (:mod:`mopro_bench.tasks.lowshot.svm`, exact liblinear
 primal, CPU or GPU); ``--solver sklearn`` runs sklearn's LinearSVC as the reference. Solver constants are checked
@@ -33,6 +41,7 @@ from pathlib import Path
 
 from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
 from mopro_bench.tasks.lowshot.engine import LowShotEngine
+from mopro_bench.tasks.lowshot.features import check_feature_layer, feature_record
 from mopro_bench.tasks.lowshot.places import PlacesLowShotData
 from mopro_bench.tasks.lowshot.protocols import PLACES_PROTOCOLS, VOC_PROTOCOLS, check_protocol
 from mopro_bench.tasks.lowshot.voc import VOCLowShotData
@@ -51,8 +60,10 @@ class LowShotTask(Task):
 
     def run(self, model, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         check_protocol(protocol)
+        check_feature_layer(protocol, model)
+        backbone = feature_record(model, protocol)
         data = self.data_cls(model, data_root, protocol, ctx)
-        return LowShotEngine(self.name, self.protocols).run(data, protocol, ctx, model_name=model.name)
+        return LowShotEngine(self.name, self.protocols).run(data, protocol, ctx, model_name=model.name, backbone=backbone)
 
 
 class VOCLowShot(LowShotTask):
