@@ -34,6 +34,9 @@ PINNED = {
     "voc_lowshot@goyal19": ("2", "215f5fe17c5e7129"),
     "voc_lowshot@goyal19-published": ("2", "26b435de66ff8baf"),
     "webvision_val@mopro": ("1", "045fb9c244eff129"),
+    # issue 19: ViT protocols
+    "places_lowshot@mopro-vit": ("1", "294b505ad51c910d"),
+    "voc_lowshot@mopro-vit": ("1", "f7609c1c78ab212b"),
 }
 
 
