@@ -1,12 +1,17 @@
-"""The model zoo: published ResNet-50 checkpoints this field compares against, by name (``--ckpt zoo:NAME``).
+"""The model zoo: published checkpoints this field compares against, by name (``--ckpt zoo:NAME``): ResNet-50s
+(MoPro, MoCo v1/v2, SwAV, DeepCluster-v2, DINO, PCL, torchvision) and Vision Transformers (DINO ViT-S/16 and ViT-B/16,
+MoCo v3 ViT-S and ViT-B).
 
 Every entry's URL was copied from the authors' own page, named in ``url_source`` (README table or, for torchvision,
 ``torchvision/models/resnet.py``); none is guessed. ``format`` is the checkpoint adapter that reads the file
-(``mopro-bench inspect --formats``) and ``select`` the network taken from files that hold several. ``published`` is the
-``model`` column of the published numbers (``mopro_bench/resources/published.csv``, package data) whose rows were
-measured on this checkpoint (None when that file holds no numbers for it). Hashes: torchvision's file names carry the
-first hex digits of the file's SHA-256 (the prefix ``torch.hub`` checks); MoCo's README publishes an md5 prefix per
-file. Files with no published hash are pinned by the SHA-256 of their first download (:mod:`mopro_bench.hub`).
+(``mopro-bench inspect --formats``) and ``select`` the network taken from files that hold several. ``arch`` is the
+architecture the file holds (informative: the loader reads it from the tensors) and ``family`` its backbone family
+(``resnet`` | ``vit`` | ``convnext``; derived from ``arch`` when not given), which decides the protocols that accept
+it (``mopro-bench tasks``). ``published`` is the ``model`` column of the published numbers
+(``mopro_bench/resources/published.csv``, package data) whose rows were measured on this checkpoint (None when that
+file holds no numbers for it). Hashes: torchvision's file names carry the first hex digits of the file's SHA-256 (the
+prefix ``torch.hub`` checks); MoCo's README publishes an md5 prefix per file. Files with no published hash (DINO's,
+MoCo v3's, SwAV's, ...) are pinned by the SHA-256 of their first download (:mod:`mopro_bench.hub`).
 
 Entries are data: :data:`ENTRIES` below. ``register(entry)`` adds one at run time (tests point an entry at a loopback
 server this way), and the environment variable ``MOPRO_BENCH_ZOO`` names a JSON file with a list of extra entries (same
@@ -25,6 +30,21 @@ from urllib.parse import urlsplit
 from mopro_bench.errors import BenchError
 
 ZOO_ENV = "MOPRO_BENCH_ZOO"
+# mopro_bench.backbones.FAMILIES, repeated so that listing the zoo imports neither torch nor timm (a test checks they agree)
+FAMILIES = ("resnet", "vit", "convnext")
+
+
+def arch_family(arch: str) -> str | None:
+    """The family of an architecture name, from its prefix as ``mopro_bench.backbones.parse_any_arch`` spells them
+    (``resnet50x2`` -> resnet, ``vit_small_patch16_224`` -> vit, ``convnextv2_tiny`` -> convnext); None otherwise."""
+    a = arch.strip().lower()
+    if a.startswith("vit_"):
+        return "vit"
+    if a.startswith("convnext"):
+        return "convnext"
+    if a.startswith("resnet"):
+        return "resnet"
+    return None
 
 
 @dataclass(frozen=True)
@@ -38,12 +58,24 @@ class ZooEntry:
     epochs: int | None
     citation: str
     arch: str = "resnet50"
+    family: str | None = None  # resnet | vit | convnext; None = the family of ``arch``
     select: str | None = None  # network to take from two-network files
     published: str | None = None  # `model` in the published numbers (mopro_bench/resources/published.csv)
     sha256: str | None = None  # full SHA-256 when the publisher gives one
     md5_prefix: str | None = None  # MoCo's README: first 8 hex digits of the md5
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        implied = arch_family(self.arch)
+        family = self.family or implied
+        if family not in FAMILIES:
+            raise BenchError(f"zoo entry {self.name!r}: family {self.family!r} (arch {self.arch!r}) is not a backbone family",
+                             "give family: " + " | ".join(FAMILIES) + ", or an arch such as resnet50 / vit_small_patch16_224")
+        if implied is not None and family != implied:
+            raise BenchError(f"zoo entry {self.name!r}: family {family!r} disagrees with arch {self.arch!r} ({implied})",
+                             "drop family (it follows from arch) or fix arch")
+        object.__setattr__(self, "family", family)
 
     @property
     def filename(self) -> str:
@@ -66,6 +98,10 @@ _SWAV_SRC = "github.com/facebookresearch/swav README.md, 'Model Zoo' table"
 _DINO_CITE = "Caron, Touvron, Misra, Jegou, Mairal, Bojanowski, Joulin. Emerging Properties in Self-Supervised Vision " \
              "Transformers. ICCV 2021 (arXiv:2104.14294)"
 _DINO_SRC = "github.com/facebookresearch/dino README.md, 'Pretrained models' table (ResNet-50 row)"
+_DINO_VIT_SRC = "github.com/facebookresearch/dino README.md, 'Pretrained models' table (ViT-S/16 and ViT-B/16 rows)"
+_MOCO3_CITE = "Chen, Xie, He. An Empirical Study of Training Self-Supervised Vision Transformers. ICCV 2021 " \
+              "(arXiv:2104.02057)"
+_MOCO3_SRC = "github.com/facebookresearch/moco-v3 CONFIG.md, 'ViT Models' table (pretrain files column)"
 _PCL_CITE = "Li, Zhou, Xiong, Hoi. Prototypical Contrastive Learning of Unsupervised Representations. ICLR 2021 " \
             "(arXiv:2005.04966)"
 _PCL_SRC = "github.com/salesforce/PCL README.md, 'Download Pre-trained Models'"
@@ -110,6 +146,36 @@ ENTRIES: tuple[ZooEntry, ...] = (
              f"{_FB}/dino/dino_resnet50_pretrain/dino_resnet50_pretrain_full_checkpoint.pth", _DINO_SRC, "dino", _IN1K,
              None, _DINO_CITE, select="teacher",
              notes="'full checkpoint': teacher and student with projection heads (teacher is the evaluated network)"),
+    # Vision Transformers. DINO's 'backbone only' files are the teacher's ViT in DINO's own names (timm's); the 'full
+    # checkpoint' holds teacher and student with their DINO projection heads. Both ViTs are DINO's vit_small (6 heads,
+    # DeiT-S) / vit_base (12 heads) at patch 16. MoCo v3's files hold base_encoder (evaluated: main_lincls.py loads
+    # module.base_encoder) and momentum_encoder with their projection MLPs, plus the predictor; its vit_small has 12
+    # heads (moco-v3 vits.py; DeiT-S has 6), which only the file's `arch` says.
+    ZooEntry("dino_vits16", "DINO", f"{_FB}/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth", _DINO_VIT_SRC,
+             "timm", _IN1K, None, _DINO_CITE, arch="vit_small_patch16_224", published="DINO ViT-S/16",
+             notes="'backbone only' file (teacher ViT-S/16, no head); README k-NN 74.5, linear 77.0 (eval_linear.py: "
+                   "CLS tokens of the last 4 blocks); epochs: see the release's args.txt"),
+    ZooEntry("dino_vits16_full", "DINO",
+             f"{_FB}/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain_full_checkpoint.pth", _DINO_VIT_SRC, "dino",
+             _IN1K, None, _DINO_CITE, arch="vit_small_patch16_224", select="teacher",
+             notes="'full ckpt': teacher and student ViT-S/16 with DINO projection heads (teacher is the evaluated "
+                   "network, the same weights as dino_vits16)"),
+    ZooEntry("dino_vitb16", "DINO", f"{_FB}/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth", _DINO_VIT_SRC,
+             "timm", _IN1K, None, _DINO_CITE, arch="vit_base_patch16_224", published="DINO ViT-B/16",
+             notes="'backbone only' file (teacher ViT-B/16, no head); README k-NN 76.1, linear 78.2 (eval_linear.py "
+                   "with n_last_blocks 1 and the mean patch token, DINO's ViT-B setting); epochs: see args.txt"),
+    ZooEntry("dino_vitb16_full", "DINO",
+             f"{_FB}/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain_full_checkpoint.pth", _DINO_VIT_SRC, "dino",
+             _IN1K, None, _DINO_CITE, arch="vit_base_patch16_224", select="teacher",
+             notes="'full ckpt': teacher and student ViT-B/16 with DINO projection heads (teacher is the evaluated "
+                   "network)"),
+    ZooEntry("mocov3_vit_s_300ep", "MoCo v3", f"{_FB}/moco-v3/vit-s-300ep/vit-s-300ep.pth.tar", _MOCO3_SRC, "moco", _IN1K,
+             300, _MOCO3_CITE, arch="vit_small_patch16_224", select="base_encoder", published="MoCo v3 ViT-S/16",
+             notes="ViT-Small with 12 attention heads (moco-v3 vits.py), batch 4096, AdamW; CONFIG.md linear 73.2 "
+                   "(main_lincls.py -a vit_small --lr 3)"),
+    ZooEntry("mocov3_vit_b_300ep", "MoCo v3", f"{_FB}/moco-v3/vit-b-300ep/vit-b-300ep.pth.tar", _MOCO3_SRC, "moco", _IN1K,
+             300, _MOCO3_CITE, arch="vit_base_patch16_224", select="base_encoder", published="MoCo v3 ViT-B/16",
+             notes="ViT-Base (12 heads), batch 4096, AdamW; CONFIG.md linear 76.7 (main_lincls.py -a vit_base --lr 3)"),
     ZooEntry("pcl_v1", "PCL v1", "https://storage.googleapis.com/sfr-pcl-data-research/PCL_checkpoint/PCL_v1_epoch200.pth.tar",
              _PCL_SRC, "moco", _IN1K, 200, _PCL_CITE, select="encoder_q",
              notes="README: VOC low-shot SVM k=1..16 46.9/56.4/62.8/70.2/74.3, ImageNet linear 61.5"),
