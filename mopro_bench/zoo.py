@@ -1,6 +1,6 @@
 """The model zoo: published checkpoints this field compares against, by name (``--ckpt zoo:NAME``): ResNet-50s
-(MoPro, MoCo v1/v2, SwAV, DeepCluster-v2, DINO, PCL, torchvision) and Vision Transformers (DINO ViT-S/16 and ViT-B/16,
-MoCo v3 ViT-S and ViT-B).
+(MoPro, MoCo v1/v2, SwAV, DeepCluster-v2, DINO, PCL, torchvision), Vision Transformers (DINO ViT-S/16 and ViT-B/16,
+MoCo v3 ViT-S and ViT-B) and a ConvNeXt-T (supervised ImageNet-1k).
 
 Every entry's URL was copied from the authors' own page, named in ``url_source`` (README table or, for torchvision,
 ``torchvision/models/resnet.py``); none is guessed. ``format`` is the checkpoint adapter that reads the file
@@ -102,6 +102,8 @@ _DINO_VIT_SRC = "github.com/facebookresearch/dino README.md, 'Pretrained models'
 _MOCO3_CITE = "Chen, Xie, He. An Empirical Study of Training Self-Supervised Vision Transformers. ICCV 2021 " \
               "(arXiv:2104.02057)"
 _MOCO3_SRC = "github.com/facebookresearch/moco-v3 CONFIG.md, 'ViT Models' table (pretrain files column)"
+_CONVNEXT_CITE = "Liu, Mao, Wu, Feichtenhofer, Darrell, Xie. A ConvNet for the 2020s. CVPR 2022 (arXiv:2201.03545)"
+_CONVNEXT_SRC = "github.com/facebookresearch/ConvNeXt README.md, 'ImageNet-1K trained models' table (ConvNeXt-T row)"
 _PCL_CITE = "Li, Zhou, Xiong, Hoi. Prototypical Contrastive Learning of Unsupervised Representations. ICLR 2021 " \
             "(arXiv:2005.04966)"
 _PCL_SRC = "github.com/salesforce/PCL README.md, 'Download Pre-trained Models'"
@@ -176,6 +178,13 @@ ENTRIES: tuple[ZooEntry, ...] = (
     ZooEntry("mocov3_vit_b_300ep", "MoCo v3", f"{_FB}/moco-v3/vit-b-300ep/vit-b-300ep.pth.tar", _MOCO3_SRC, "moco", _IN1K,
              300, _MOCO3_CITE, arch="vit_base_patch16_224", select="base_encoder", published="MoCo v3 ViT-B/16",
              notes="ViT-Base (12 heads), batch 4096, AdamW; CONFIG.md linear 76.7 (main_lincls.py -a vit_base --lr 3)"),
+    # ConvNeXt: the supervised ImageNet-1k ConvNeXt-T, in Facebook's layout ({"model": ...}; TRAINING.md: the released
+    # files hold only that key) with its 1000-way head -- the checkpoint's own classifier for the robustness tasks
+    ZooEntry("convnext_tiny_1k", "supervised", f"{_FB}/convnext/convnext_tiny_1k_224_ema.pth", _CONVNEXT_SRC, "convnext",
+             "ImageNet-1k train (labels)", 300, _CONVNEXT_CITE, arch="convnext_tiny",
+             notes="ConvNeXt-T, EMA weights, with its 1000-way ImageNet head; README acc@1 82.1 at 224 (its own "
+                   "evaluation: bicubic resize to 224/0.875, centre crop 224); 300 epochs = main.py's default, which "
+                   "TRAINING.md's ConvNeXt-T command keeps"),
     ZooEntry("pcl_v1", "PCL v1", "https://storage.googleapis.com/sfr-pcl-data-research/PCL_checkpoint/PCL_v1_epoch200.pth.tar",
              _PCL_SRC, "moco", _IN1K, 200, _PCL_CITE, select="encoder_q",
              notes="README: VOC low-shot SVM k=1..16 46.9/56.4/62.8/70.2/74.3, ImageNet linear 61.5"),

@@ -1,6 +1,6 @@
-"""The zoo's Vision Transformers (DINO ViT-S/16 and ViT-B/16, MoCo v3 ViT-S and ViT-B): each entry's family, its
-published numbers under protocols that accept it, `mopro-bench zoo` listing them, and a ViT behind a `zoo:` name end
-to end through a loopback server (never the real URLs)."""
+"""The zoo's Vision Transformers (DINO ViT-S/16 and ViT-B/16, MoCo v3 ViT-S and ViT-B) and ConvNeXt-T: each entry's
+family, its published numbers under protocols that accept it, `mopro-bench zoo` listing them, and a ViT behind a
+`zoo:` name end to end through a loopback server (never the real URLs)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def test_every_entry_says_its_family_and_it_is_its_archs():
         assert e.family == parse_any_arch(e.arch)[0] == zoo.arch_family(e.arch), e.name
     vits = {e.name for e in zoo.ENTRIES if e.family == "vit"}
     assert vits == set(VIT_ENTRIES)
+    cnx = zoo.get("convnext_tiny_1k")
+    assert (cnx.family, cnx.arch, cnx.format, cnx.select) == ("convnext", "convnext_tiny", "convnext", None)
+    assert cnx.url == f"{_FB}/convnext/convnext_tiny_1k_224_ema.pth"
+    assert cnx.url_source.startswith("github.com/facebookresearch/ConvNeXt ")
     for name, (url, arch, select, published) in VIT_ENTRIES.items():
         e = zoo.get(name)
         assert (e.url, e.arch, e.select, e.published) == (url, arch, select, published), name
@@ -92,7 +96,8 @@ def test_zoo_command_lists_the_vits_with_their_family(cli, tmp_path):
     for name in VIT_ENTRIES:
         assert table[name]["family"] == "vit" and table[name]["cached"] is False, name
     assert table["dino_vits16"]["published_rows"] == 1 and table["mocov3_vit_b_300ep"]["published_rows"] == 1
-    assert {r["family"] for r in table.values()} == {"resnet", "vit"}
+    assert table["convnext_tiny_1k"]["family"] == "convnext"
+    assert {r["family"] for r in table.values()} == set(FAMILIES)
     code, out, _ = cli("zoo", "--cache-dir", tmp_path)
     names = {ln.split()[0] for ln in out.splitlines()[1:] if ln.strip() and not ln.startswith("use as")}
     assert set(VIT_ENTRIES) <= names
@@ -164,27 +169,33 @@ def test_a_vit_behind_a_zoo_name_end_to_end(server, synth_root, tmp_path, cli):
         zoo.unregister("test_vit_in1k")
 
 
-# the published layout of each ViT entry, as mopro_bench.checkpoints.synth writes it
-VIT_LAYOUTS = {"dino_vits16": "dino-vit-backbone", "dino_vits16_full": "dino-vit", "mocov3_vit_s_300ep": "moco-v3-vit"}
+# the published layout of each ViT / ConvNeXt entry, as mopro_bench.checkpoints.synth writes it
+VIT_LAYOUTS = {"dino_vits16": "dino-vit-backbone", "dino_vits16_full": "dino-vit", "mocov3_vit_s_300ep": "moco-v3-vit",
+               "convnext_tiny_1k": "convnext-fb"}
 
 
 @pytest.mark.parametrize("name", sorted(VIT_LAYOUTS))
-def test_each_vit_entry_format_and_network_match_its_published_layout(tmp_path, name):
+def test_each_vit_and_convnext_entry_format_and_network_match_its_published_layout(tmp_path, name):
+    from mopro_bench.backbones.convnext import ConvNeXtBackbone
     from mopro_bench.backbones.vit import VisionTransformerBackbone, parse_vit_arch
     from mopro_bench.checkpoints import load_checkpoint
     from mopro_bench.checkpoints.synth import LAYOUTS, write_layout
 
+    # every (format, select) pair the non-ResNet entries use is covered by this list
+    assert {(zoo.get(n).format, zoo.get(n).select) for n in VIT_LAYOUTS} == \
+        {(x.format, x.select) for x in zoo.ENTRIES if x.family != "resnet"}
     layout = VIT_LAYOUTS[name]
     if layout not in LAYOUTS:
         pytest.skip(f"checkpoints/synth.py has no {layout!r} writer yet")
     e = zoo.get(name)
     torch.manual_seed(5)
-    trunk = VisionTransformerBackbone({**parse_vit_arch("vit_small_patch16_224"), "depth": 2}).state_dict()
+    if e.family == "vit":
+        trunk = VisionTransformerBackbone({**parse_vit_arch("vit_small_patch16_224"), "depth": 2}).state_dict()
+    else:
+        trunk = ConvNeXtBackbone({"depths": [1, 1, 2, 1], "dims": [96, 192, 384, 768], "use_grn": False,
+                                  "ls_init_value": 1e-6}).state_dict()
     p = tmp_path / f"{name}.pth"
-    write_layout(layout, trunk, p, arch="vit_small")
+    write_layout(layout, trunk, p)
     ck = load_checkpoint(p, select=e.select)
     assert (ck.format, ck.select, ck.family) == (e.format, e.select, e.family), name
     assert all(torch.equal(ck.backbone.state_dict()[k], v) for k, v in trunk.items()), name
-    # the families of every (format, select) pair the ViT entries use are covered above
-    assert {(zoo.get(n).format, zoo.get(n).select) for n in VIT_LAYOUTS} == \
-        {(x.format, x.select) for x in zoo.ENTRIES if x.family == "vit"}
