@@ -13,7 +13,12 @@ and ``torchrun`` (DDP, ``env://``):
   running statistics (DDP broadcasts rank 0's buffers) and the loss is the mean of the groups' mean losses (DDP
   averages the ranks' gradients);
 * ``epoch_order`` (optional): a function ``epoch -> list of dataset indices`` that replaces the seeded shuffle (the
-  "as released" semi-supervised protocol uses it to reproduce per-rank subsets);
+  "as released" semi-supervised protocol uses it to reproduce per-rank subsets, the ViT recipe for repeated
+  augmentation and dropped last batches);
+* the optimiser from the config (``optimizer``): SGD (momentum, nesterov) or AdamW (``betas``, ``eps``), weight decay
+  per parameter group; the LR per epoch from ``lr_schedule(base_lr, epoch)`` (default: the step schedule of
+  ``milestones``/``gamma``); ``batch_transform(x, y) -> (x, y)`` (optional) runs on every training batch on the device
+  (mixup/cutmix: ``y`` may become soft targets ``[N, C]``, which the cross-entropy accepts);
 * every epoch's data order and augmentation randomness is a function of ``(seed, epoch, rank)`` only, so a run
   resumed from its last completed epoch ends with exactly the weights of an uninterrupted run;
 * after every ``save_every`` epochs rank 0 writes ``<work_dir>/train_state.pt`` atomically (model, optimizer,
@@ -74,6 +79,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     precision: str = "fp32"  # "fp32" (no autocast, no TF32) | "bf16" (autocast)
     bn_batch: int = 0  # images per BatchNorm group in training; 0 = the whole per-rank batch
+    optimizer: str = "sgd"  # "sgd" (momentum, nesterov) | "adamw" (betas, eps)
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw only
+    eps: float = 1e-8  # adamw only
+
+
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -97,6 +108,42 @@ class FitResult:
     seconds: float
     skipped_batches: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def warmup_cosine_lr(base: float, t: int, *, epochs: int, warmup_epochs: int, warmup_lr: float, min_lr: float) -> float:
+    """timm's ``CosineLRScheduler`` per epoch (``t_in_epochs``, one cycle, no prefix), as DeiT-style scripts build it
+    with ``create_scheduler``: ``warmup_lr + t (base - warmup_lr) / warmup_epochs`` for ``t < warmup_epochs``, then
+    ``min_lr + (base - min_lr) (1 + cos(pi t / epochs)) / 2``, and ``min_lr`` from ``t >= epochs`` on (the warm-up is part
+    of the cosine's span, not a prefix)."""
+    if t < warmup_epochs:
+        return warmup_lr + t * (base - warmup_lr) / warmup_epochs
+    if t >= epochs:
+        return min_lr
+    return min_lr + 0.5 * (base - min_lr) * (1.0 + math.cos(math.pi * t / epochs))
+
+
+def repeated_aug_order(n: int, epoch: int, seed: int, *, repeats: int, ranks: int, per_rank_batch: int,
+                       round_to: int) -> list[int]:
+    """One epoch of DeiT's repeated-augmentation sampler (``RASampler``) on ``ranks`` processes, with each process's
+    loader dropping its last incomplete batch, laid out as global batches.
+
+    Every index of a seeded permutation is repeated ``repeats`` times (``[a, a, a, b, b, b, ...]``), the list is padded
+    from its start to a multiple of ``ranks`` and dealt round-robin (process ``r`` takes items ``r, r + ranks, ...``);
+    each process keeps its first ``(n // round_to * round_to) // ranks`` items and makes full batches of
+    ``per_rank_batch``. Global step ``b`` trains on the ``b``-th batch of every process: the returned list is those
+    global batches one after another (process 0's part first), so consecutive chunks of ``ranks * per_rank_batch``
+    items are the global batches, however many processes this run has. ``repeats=1`` is a plain seeded shuffle with
+    the same truncation."""
+    if n == 0:
+        return []
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).tolist()
+    rep = [i for i in perm for _ in range(repeats)]
+    per_rank = int(math.ceil(len(rep) / ranks))
+    rep += rep[:per_rank * ranks - len(rep)]
+    keep = (n // round_to * round_to) // ranks
+    shards = [rep[r::ranks][:keep] for r in range(ranks)]
+    steps = keep // per_rank_batch
+    return [i for b in range(steps) for r in range(ranks) for i in shards[r][b * per_rank_batch:(b + 1) * per_rank_batch]]
 
 
 def bn_groups(per_rank: int, bn_batch: int) -> int:
@@ -226,6 +273,8 @@ class _FinetuneLoop(TrainerBase):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.to(memory_format=torch.channels_last)
+        if self.o.batch_transform is not None:
+            x, y = self.o.batch_transform(x, y)
         loss = grouped_forward_loss(self.train_model, x, y, self.groups, self.ce, self.amp)
         if loss is None:  # every BatchNorm group of this (last, small) batch had a single image
             self.skipped += 1
@@ -254,7 +303,9 @@ class SupervisedTrainer:
                  cfg: TrainConfig, ctx: RunContext, *, run_key: dict[str, Any], frozen: Sequence[nn.Module] = (),
                  resume: bool = False, desc: str = "train", log_dir: str | Path | None = None,
                  on_epoch_end: Callable[[int], None] | None = None, eval_batch_size: int | None = None,
-                 epoch_order: Callable[[int], Sequence[int]] | None = None):
+                 epoch_order: Callable[[int], Sequence[int]] | None = None,
+                 lr_schedule: Callable[[float, int], float] | None = None,
+                 batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None):
         if cfg.epochs < 0:
             raise BenchError(f"epochs={cfg.epochs} is negative", "use --set epochs=N with N >= 0")
         if cfg.batch_size < 1:
@@ -271,6 +322,10 @@ class SupervisedTrainer:
         self.run_key = run_key
         self.eval_batch_size = eval_batch_size
         self.epoch_order = epoch_order
+        self.lr_schedule = lr_schedule
+        self.batch_transform = batch_transform
+        if cfg.optimizer not in OPTIMIZERS:
+            raise BenchError(f"optimizer={cfg.optimizer!r} is unknown", f"use one of: {', '.join(OPTIMIZERS)}")
         check_precision(cfg.precision)
         if cfg.bn_batch < 0:
             raise BenchError(f"bn_batch={cfg.bn_batch} is negative", "use --set bn_batch=N (0 = the whole per-process batch)")
@@ -361,10 +416,13 @@ class SupervisedTrainer:
         if cfg.sync_bn and world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             self.model = model
-        optimizer = torch.optim.SGD(
-            [{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay, "name": g.name} for g in self.groups],
-            lr=self.groups[0].lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-        )
+        param_groups = [{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay, "name": g.name}
+                        for g in self.groups]
+        if cfg.optimizer == "adamw":
+            optimizer: torch.optim.Optimizer = torch.optim.AdamW(param_groups, lr=self.groups[0].lr,
+                                                                 betas=tuple(cfg.betas), eps=cfg.eps)
+        else:
+            optimizer = torch.optim.SGD(param_groups, lr=self.groups[0].lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
         history: list[dict[str, Any]] = []
         start, resumed_from = 0, None
         state = self._read_state()
@@ -389,8 +447,9 @@ class SupervisedTrainer:
         loop.writer = self._writer()
         loop.history = history
         base_lrs = [g.lr for g in self.groups]
+        schedule = self.lr_schedule or (lambda base, epoch: step_lr(base, epoch, cfg.milestones, cfg.gamma))
         loop.register_hooks([
-            LRSchedule(optimizer, lambda epoch: [step_lr(base, epoch, cfg.milestones, cfg.gamma) for base in base_lrs]),
+            LRSchedule(optimizer, lambda epoch: [schedule(base, epoch) for base in base_lrs]),
             EpochCallback(lambda tr: self._end_epoch(tr, model, optimizer, device)),
         ])
         loop.train(start, cfg.epochs)

@@ -23,6 +23,16 @@ Tasks and protocols (``mopro-bench tasks`` lists them with their versions):
   - ``@swav`` (SwAV paper, app. A): the SimCLR subset lists (``--subset-file``), 20 epochs, lr x0.2 at 12 and 16,
     wd 0, batch 256, SyncBN; backbone lr 0.02 / head lr 5 for 1%, 0.01 / 0.2 for 10%; a fresh classifier.
 
+  - ``@ibot`` (ViT only, iBOT's semi-supervised fine-tuning: ``ibot/evaluation/semi_supervised/eval_cls.py`` as
+    ``run.sh imagenet_semi_cls`` runs it, ``--epochs 1000 --lr 5e-6 --finetune_head_layer 1``): the SimCLR lists,
+    AdamW lr 1e-5 (5e-6 x 1024 / 512) with weight decay 0.05 (none on biases and norms), 5 warm-up epochs
+    from 1e-6 then timm's cosine to 1e-5 (stepped after each epoch, as the source), batch 1024, RandAugment
+    rand-m9-mstd0.5-inc1, bicubic crops, random erasing 0.25, mixup 0.8 / cutmix 1.0 with label smoothing 0.1,
+    repeated augmentation x3 over 8 emulated processes with dropped last batches, drop path 0.1, classifier = the
+    checkpoint's projection-head first layer + GELU + a fresh Linear. Not reproduced: fp16 autocast (fp32 here) and a
+    weight EMA the source keeps but never evaluates. ResNet protocols refuse ViTs and the reverse (exit 2); ConvNeXt has
+    no 1% / 10% protocol (no published recipe).
+
   The subset's hash goes into the result's ``data`` block.
 
 * ``imagenet_linear`` -- a linear classifier on the frozen backbone's pooled features.
@@ -32,10 +42,17 @@ Tasks and protocols (``mopro-bench tasks`` lists them with their versions):
     every epoch, ``top1`` = the best epoch's (main_lincls.py reports ``best_acc1``).
   - ``@fast``: features computed once (Resize 256 / CenterCrop 224, no augmentation) and cached, then a softmax
     head trained on the cache (standardised features, AdamW, cosine schedule) -- minutes on a GPU. A different
-    protocol with its own numbers, not a stand-in for ``@moco``'s.
+    protocol with its own numbers, not a stand-in for ``@moco``'s. Every family (the backbone's pooled feature).
+  - ``@dino`` / ``@dino-base`` (ViT, ``dino/eval_linear.py`` defaults on 8 GPUs): the CLS tokens of the last 4 blocks
+    (ViT-S setting) / the last CLS token interleaved with the mean patch token (ViT-B setting), each through the
+    final norm; SGD lr 0.004 (0.001 x 1024 / 256), momentum 0.9, wd 0, batch 1024, 100 epochs cosine to 0 per epoch,
+    head normal(0, 0.01), RandomResizedCrop + flip / Resize 256 bicubic + CenterCrop 224; best epoch.
+  - ``@mocov3`` (ViT, ``moco-v3/main_lincls.py`` with CONFIG.md's ``--lr=3``): the CLS token after the final norm;
+    SGD lr 12 (3 x 1024 / 256), wd 0, batch 1024, 90 epochs cosine to 0 per epoch, bilinear transforms; best epoch.
 
-  ``--save-head FILE`` writes the trained head (``mopro_bench.checkpoints.heads`` format) that ``imagenet_val``,
-  ``imagenet_r``, ``imagenet_a`` and ``imagenet_val_calibration`` accept with ``--head FILE``.
+  ``--save-head FILE`` writes the trained head (``mopro_bench.checkpoints.heads`` format) with the feature it reads
+  (``pooled``, or ``dino-last4-cls`` / ``dino-last1-cls-avgpool``); ``imagenet_val``, ``imagenet_r``, ``imagenet_a`` and
+  ``imagenet_val_calibration`` accept a ``pooled`` one with ``--head FILE`` and refuse the others (one line).
 
 * ``imagenet_val`` / ``webvision_val`` -- top-1/top-5 of the checkpoint's own classifier (or ``--head``'s, for
   ImageNet) on ImageNet val / WebVision val, centre crop, as MoPro reports both.
@@ -64,16 +81,24 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
 from mopro_bench.checkpoints import IMAGENET_COMPATIBLE, LoadedCheckpoint
-from mopro_bench.data.common import ImageList, eval_transform, normalize
+from mopro_bench.data.common import ImageList, eval_transform, interpolation_mode, normalize
 from mopro_bench.engine.precision import exact_fp32
 from mopro_bench.engine.precision import precision_autocast as _autocast
+from mopro_bench.engine.schedule import cosine_lr, step_lr
 from mopro_bench.errors import BenchError
 from mopro_bench.features import checkpoint_identity, extract_features
 from mopro_bench.io import sha256_lines
 from mopro_bench.metrics.classification import topk_accuracy
 from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
 from mopro_bench.runtime import all_gather_cat
-from mopro_bench.tasks.imagenet.finetune import ParamGroup, SupervisedTrainer, TrainConfig, fit_linear_on_features
+from mopro_bench.tasks.imagenet.finetune import (
+    ParamGroup,
+    SupervisedTrainer,
+    TrainConfig,
+    fit_linear_on_features,
+    repeated_aug_order,
+    warmup_cosine_lr,
+)
 from mopro_bench.tasks.imagenet.subsets import LabelledSubset, as_released_epoch_order, resolve_as_released, resolve_subset
 
 NUM_CLASSES = 1000
@@ -192,6 +217,84 @@ class LinearFastProtocol(Protocol):
 
 
 @dataclass(frozen=True)
+class ViTLinearProtocol(LinearProtocol):
+    """Linear classifier on a frozen ViT's token feature with a per-epoch cosine schedule (DINO, MoCo v3).
+
+    Only the protocols of this class have these fields (the ResNet protocols' constants stay as they were)."""
+
+    milestones: tuple[int, ...] = ()  # unused: schedule=cosine
+    gamma: float = 1.0  # unused: schedule=cosine
+    # per epoch, base -> 0 over `epochs`: lr_e = lr (1 + cos(pi e / epochs)) / 2 (dino eval_linear.py
+    # CosineAnnealingLR(epochs, eta_min=0) stepped after every epoch; moco-v3 main_lincls.py adjust_learning_rate)
+    schedule: str = "cosine"
+    # "cls" = the backbone's forward (CLS token after the final norm, MoCo v3) | "last-blocks" (DINO's linear-probe
+    # feature: the CLS tokens of the last n_last_blocks blocks, each through the final norm, concatenated)
+    feature: str = "cls"
+    n_last_blocks: int = 1  # feature=last-blocks only
+    avgpool_patchtokens: bool = False  # feature=last-blocks only: interleave the mean patch token (DINO ViT-B)
+    train_interpolation: str = "bilinear"  # RandomResizedCrop's (torchvision's default in both sources)
+    eval_interpolation: str = "bilinear"  # Resize(resize)'s: DINO bicubic (interpolation=3), MoCo v3 bilinear
+
+
+@dataclass(frozen=True)
+class ViTSemiSupProtocol(SemiSupProtocol):
+    """Finetune a ViT end to end on a labelled fraction with iBOT's semi-supervised recipe (DeiT's training
+    pipeline in ``ibot/evaluation/semi_supervised/eval_cls.py``, as ``run.sh imagenet_semi_cls`` calls it).
+
+    The inherited SGD/step/BatchNorm fields keep their meaning: with optimizer=adamw, ``momentum``/``nesterov`` are
+    unused; with schedule=warmup-cosine, ``milestones``/``gamma`` are unused; a ViT has no BatchNorm (bn_batch 0)."""
+
+    subset_source: str = "file"  # SimCLR's 1% / 10% lists (ibot evaluation/README.md: "the data split defined in SimCLRv2")
+    # run.sh imagenet_semi_cls --lr 5e-6, scaled in eval_cls.py by batch / 512 (linear_scaled_lr): 5e-6 x 1024 / 512
+    lr_backbone: float = 1e-5
+    lr_head: float = 1e-5
+    weight_decay: float = 0.05  # eval_cls.py --weight-decay default; none on biases and 1-d tensors (timm filter)
+    batch_size: int = 1024  # eval_cls.py --batch-size 128 per GPU x 8 GPUs (run.sh ... 8)
+    epochs: int = 1000  # evaluation/README.md: --epochs 1000
+    milestones: tuple[int, ...] = ()
+    gamma: float = 1.0
+    classifier_init: str = "fresh"
+    head_init_std: float = 0.02  # trunc_normal(std=0.02), bias 0 (the ViT's _init_weights applied to the head)
+    head_init: str = "trunc-normal"
+    bn_batch: int = 0
+    label_smoothing: float = 0.1  # eval_cls.py --smoothing, applied through mixup's soft targets
+    optimizer: str = "adamw"  # eval_cls.py --opt adamw (timm create_optimizer -> torch AdamW)
+    betas: tuple[float, float] = (0.9, 0.999)  # --opt-betas None: AdamW's defaults
+    eps: float = 1e-8  # --opt-eps
+    # timm CosineLRScheduler per epoch (create_scheduler, --sched cosine): warm-up from warmup_lr over warmup_epochs,
+    # then cosine from lr to min_lr over `epochs`; eval_cls.py steps it *after* each epoch (lr_scheduler.step(epoch)),
+    # so epoch e trains at the schedule's value for e - lr_step_lag (never below t = 0)
+    schedule: str = "warmup-cosine"
+    warmup_epochs: int = 5  # --warmup-epochs
+    warmup_lr: float = 1e-6  # --warmup-lr
+    min_lr: float = 1e-5  # --min-lr (equal to the scaled lr at batch 1024: after the warm-up the lr stays at 1e-5)
+    lr_step_lag: int = 1
+    drop_path: float = 0.1  # --drop-path, stochastic depth rising linearly over the blocks (0 .. 0.1)
+    # the classifier: "projection-1" (--finetune_head_layer 1: the pretrained projection head's first Linear + GELU,
+    # then a fresh Linear to the classes; a fresh first layer when the checkpoint has no such projection head) |
+    # "linear" (--finetune_head_layer 0: one fresh Linear on the CLS token)
+    head: str = "projection-1"
+    head_hidden: int = 2048  # the projection head's hidden width (DINO/iBOT heads: 2048)
+    train_interpolation: str = "bicubic"  # --train-interpolation
+    eval_interpolation: str = "bicubic"  # build_transform: Resize(int(256 / 224 * input_size), interpolation=3)
+    auto_augment: str = "rand-m9-mstd0.5-inc1"  # --aa (timm RandAugment; colour jitter is off when it is on)
+    color_jitter: float = 0.4  # --color-jitter (unused while auto_augment is set, as in timm)
+    reprob: float = 0.25  # --reprob: random erasing after normalisation
+    remode: str = "pixel"  # --remode
+    recount: int = 1  # --recount
+    mixup: float = 0.8  # --mixup (alpha)
+    cutmix: float = 1.0  # --cutmix (alpha)
+    mixup_prob: float = 1.0  # --mixup-prob
+    mixup_switch_prob: float = 0.5  # --mixup-switch-prob
+    mixup_mode: str = "batch"  # --mixup-mode
+    # repeated augmentation (--repeated-aug, DeiT's RASampler): every image 3 times per epoch, dealt over ra_ranks
+    # processes, each keeping (n // ra_round * ra_round) / ra_ranks items; the loader drops its last partial batch
+    repeated_aug: int = 3
+    ra_ranks: int = 8
+    ra_round: int = 256
+
+
+@dataclass(frozen=True)
 class ValProtocol(Protocol):
     """The checkpoint's own classifier scored on a val set with a centre crop."""
 
@@ -212,7 +315,7 @@ def _semisup(fraction: float) -> dict[str, SemiSupProtocol]:
     pct = "1%" if fraction == 0.01 else "10%"
     swav_lrs = (0.02, 5.0) if fraction == 0.01 else (0.01, 0.2)
     mopro = SemiSupProtocol(
-        name="mopro", version="2",
+        name="mopro", version="2", families=("resnet",),
         description=f"finetune all layers on one {pct} subset of ImageNet (MoPro's recipe): lr 0.005, 40 ep, x0.2 at "
                     "20/30, BN groups of 32, fp32, init from the checkpoint's ImageNet-space classifier when present; "
                     "top-1 = best of the 40 epochs (evaluated every epoch, as MoPro reports)",
@@ -226,12 +329,20 @@ def _semisup(fraction: float) -> dict[str, SemiSupProtocol]:
                         "trains on its share of it; otherwise as @mopro. The protocol of the published 1%/10% numbers",
             subset_source="as-released", num_ranks=AS_RELEASED_RANKS),
         "swav": SemiSupProtocol(
-            name="swav", version="2",
+            name="swav", version="2", families=("resnet",),
             description=f"finetune all layers on the SimCLR {pct} list (SwAV): lr {swav_lrs[0]} backbone / "
                         f"{swav_lrs[1]:g} head, 20 ep, x0.2 at 12/16, SyncBN, fp32; top-1 = best epoch (as SwAV reports)",
             fraction=fraction, subset_source="file", lr_backbone=swav_lrs[0], lr_head=swav_lrs[1], epochs=20,
             milestones=(12, 16), gamma=0.2, classifier_init="fresh", head_init="torch-default", sync_bn=True,
             bn_batch=0),
+        "ibot": ViTSemiSupProtocol(
+            name="ibot", version="1", families=("vit",),
+            description=f"finetune a ViT on the SimCLR {pct} list with iBOT's semi-supervised recipe (DeiT pipeline): "
+                        "AdamW lr 1e-5 (5e-6 x 1024/512), wd 0.05, 1000 ep, 5 warm-up ep, RandAugment, mixup 0.8 / "
+                        "cutmix 1.0, label smoothing 0.1, random erasing 0.25, repeated aug x3, drop path 0.1, head from "
+                        "the projection head's first layer; top-1 = best epoch. Differs from the source in fp32 "
+                        "arithmetic (the source: fp16 autocast) and no weight EMA (kept there, never evaluated)",
+            fraction=fraction),
     }
 
 
@@ -253,8 +364,13 @@ def _imagenet_samples(root: Path, split: str) -> list[tuple[Path, int]]:
     return samples
 
 
-def _train_transform(p: SemiSupProtocol | LinearProtocol, ck: LoadedCheckpoint) -> T.Compose:
-    ops: list[Any] = [T.RandomResizedCrop(p.image_size, scale=tuple(p.crop_scale))]
+def _train_transform(p: SemiSupProtocol | LinearProtocol, ck: LoadedCheckpoint, interpolation: str | None = None) -> T.Compose:
+    """RandomResizedCrop (+ flip) -> tensor -> the checkpoint's normalisation. ``interpolation``: the crop's resize
+    (None: torchvision's default, bilinear -- the ResNet protocols)."""
+    if interpolation is None:
+        ops: list[Any] = [T.RandomResizedCrop(p.image_size, scale=tuple(p.crop_scale))]
+    else:
+        ops = [T.RandomResizedCrop(p.image_size, scale=tuple(p.crop_scale), interpolation=interpolation_mode(interpolation))]
     if p.hflip:
         ops.append(T.RandomHorizontalFlip())
     return T.Compose([*ops, T.ToTensor(), normalize(ck.preprocess)])
@@ -282,6 +398,66 @@ class ClassifierNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+class LastBlocksFeature(nn.Module):
+    """DINO's linear-probe feature of a ViT (``eval_linear.py``): ``backbone.last_blocks_feature(x, n, avgpool)`` --
+    the CLS tokens of the last ``n`` blocks, each through the final norm, concatenated (with ``avgpool``, n = 1:
+    interleaved with the mean patch token). ``feature_dim`` = D x (n + avgpool)."""
+
+    def __init__(self, backbone: nn.Module, n: int, avgpool: bool):
+        super().__init__()
+        if not hasattr(backbone, "last_blocks_feature"):
+            raise BenchError(f"feature=last-blocks needs a ViT; this backbone is a {getattr(backbone, 'family', '?')}",
+                             "use a ViT checkpoint, or imagenet_linear@fast")
+        depth = len(backbone.blocks)
+        if not 1 <= n <= depth:
+            raise BenchError(f"n_last_blocks={n} but the ViT has {depth} blocks", f"--set n_last_blocks=1..{depth}")
+        if avgpool and n != 1:
+            raise BenchError("avgpool_patchtokens needs n_last_blocks=1 (DINO interleaves one CLS with the mean token)",
+                             "--set n_last_blocks=1")
+        self.backbone, self.n, self.avgpool = backbone, int(n), bool(avgpool)
+        self.feature_dim = int(backbone.feature_dim) * (self.n + int(self.avgpool))
+        self.feature = (f"CLS tokens of the last {n} blocks, each through the final norm, concatenated" if n > 1 else
+                        "CLS token of the last block through the final norm") + \
+            (", interleaved with the mean patch token (DINO eval_linear.py)" if avgpool else " (DINO eval_linear.py)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.last_blocks_feature(x, self.n, self.avgpool)
+
+
+PROBE_FEATURES = ("cls", "last-blocks")
+
+
+def probe_feature_id(p: Protocol) -> str:
+    """What a linear head trained under ``p`` reads (the ``feature`` of its head file): ``pooled`` (the backbone's
+    forward; also DINO's n_last_blocks=1 without avgpool, which is the same tensor) or ``dino-last<n>-cls[-avgpool]``."""
+    if isinstance(p, ViTLinearProtocol) and p.feature == "last-blocks":
+        if p.n_last_blocks == 1 and not p.avgpool_patchtokens:
+            return "pooled"
+        return f"dino-last{p.n_last_blocks}-cls" + ("-avgpool" if p.avgpool_patchtokens else "")
+    return "pooled"
+
+
+def probe_feature(backbone: nn.Module, p: ViTLinearProtocol) -> nn.Module:
+    """The frozen module whose output the linear head of ``p`` reads (``feature_dim`` set)."""
+    if p.feature not in PROBE_FEATURES:
+        raise BenchError(f"feature={p.feature!r} is unknown", f"use one of: {', '.join(PROBE_FEATURES)}")
+    if p.feature == "cls":
+        return backbone
+    return LastBlocksFeature(backbone, p.n_last_blocks, p.avgpool_patchtokens)
+
+
+def _linear_schedule(p: ViTLinearProtocol):
+    """The LR of an epoch under ``p.schedule``: ``cosine`` (per epoch, to 0 at ``epochs``) or ``step`` (milestones)."""
+    if p.schedule == "cosine":
+        if p.milestones:
+            raise BenchError(f"milestones={list(p.milestones)} apply only with schedule=step",
+                             "--set milestones=[] (cosine), or schedule=step")
+        return lambda base, epoch: cosine_lr(base, epoch, p.epochs)
+    if p.schedule == "step":
+        return lambda base, epoch: step_lr(base, epoch, p.milestones, p.gamma)
+    raise BenchError(f"schedule={p.schedule!r} is unknown", "use cosine or step")
 
 
 def _fit_summary(fit: Any, report: str = "last-epoch") -> tuple[dict[str, float], dict[str, Any]]:
@@ -445,6 +621,228 @@ def _linear_hits(weight: torch.Tensor, bias: torch.Tensor, feats: np.ndarray, la
     return torch.cat(out).numpy() if out else np.zeros((0, len(KS)), np.uint8)
 
 
+# ------------------------------------------------------------------------------------------- ViT semi-supervised recipe
+class ProjectionClassifier(nn.Module):
+    """iBOT's classifier with ``--finetune_head_layer 1`` (``ClassProjHead``, 3-layer projection head, no norm):
+    the projection head's first ``Linear(D, hidden)`` + GELU, then a ``Linear(hidden, classes)``."""
+
+    def __init__(self, dim: int, hidden: int, num_classes: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU())
+        self.cls_head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cls_head(self.mlp(x))
+
+
+HEADS = ("projection-1", "linear")
+
+
+def _trunc_normal_init(module: nn.Module, std: float) -> None:
+    """The ViTs' ``_init_weights`` on a head: every Linear weight trunc_normal(0, std) in [-2, 2], bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def vit_semisup_head(p: ViTSemiSupProtocol, ck: LoadedCheckpoint) -> tuple[nn.Module, dict[str, Any]]:
+    """The classifier of ``p.head`` and how it was initialised. ``projection-1`` takes its first layer from the
+    checkpoint's projection head (``mlp.0``, DINO / iBOT) when its shape fits, as eval_cls.py's non-strict load of the
+    pretrained weights does; otherwise that layer stays fresh, and ``text`` says so."""
+    if p.head not in HEADS:
+        raise BenchError(f"head={p.head!r} is unknown", f"use one of: {', '.join(HEADS)}")
+    if p.head_init != "trunc-normal":
+        raise BenchError(f"head_init={p.head_init!r} is unknown for the ViT recipe", "use trunc-normal")
+    dim = ck.backbone.feature_dim
+    if p.head == "linear":
+        lin = nn.Linear(dim, NUM_CLASSES)
+        _trunc_normal_init(lin, p.head_init_std)
+        return lin, {"rule": p.head, "rule_applied": "fresh",
+                     "text": f"fresh Linear({dim}, {NUM_CLASSES}) on the CLS token, trunc_normal(0, {p.head_init_std:g})"}
+    if p.head_hidden < 1:
+        raise BenchError(f"head_hidden={p.head_hidden} is not positive", "--set head_hidden=2048")
+    head = ProjectionClassifier(dim, p.head_hidden, NUM_CLASSES)
+    _trunc_normal_init(head, p.head_init_std)
+    proj = ck.heads.get("projection")
+    w = proj.state_dict.get("mlp.0.weight") if proj is not None else None
+    b = proj.state_dict.get("mlp.0.bias") if proj is not None else None
+    if w is not None and tuple(w.shape) == (p.head_hidden, dim) and (b is None or tuple(b.shape) == (p.head_hidden,)):
+        if proj.nonfinite:
+            raise BenchError(f"checkpoint {ck.name}: its projection head holds NaN/Inf values ({', '.join(proj.nonfinite)})",
+                             "use another checkpoint of the run, or --set head=linear")
+        with torch.no_grad():
+            head.mlp[0].weight.copy_(w)
+            if b is not None:
+                head.mlp[0].bias.copy_(b)
+        return head, {"rule": p.head, "rule_applied": "checkpoint-projection",
+                      "text": f"first layer Linear({dim}, {p.head_hidden}) from the checkpoint's projection head (mlp.0), "
+                              f"GELU, fresh Linear({p.head_hidden}, {NUM_CLASSES})"}
+    why = ("the checkpoint has no projection head" if proj is None else
+           f"its projection head has no mlp.0 of shape [{p.head_hidden}, {dim}]")
+    return head, {"rule": p.head, "rule_applied": "fresh",
+                  "text": f"fresh Linear({dim}, {p.head_hidden}) + GELU + Linear({p.head_hidden}, {NUM_CLASSES}), "
+                          f"trunc_normal(0, {p.head_init_std:g}): {why}"}
+
+
+def set_drop_path(vit: nn.Module, rate: float) -> list[float]:
+    """Stochastic depth on a timm ViT's blocks, rising linearly from 0 (first block) to ``rate`` (last), the rule of
+    timm's, DINO's and iBOT's ViTs (``torch.linspace(0, rate, depth)``); active in train mode only."""
+    from timm.layers import DropPath
+
+    if not 0.0 <= rate < 1.0:
+        raise BenchError(f"drop_path={rate} is outside [0, 1)", "--set drop_path=0.1")
+    rates = [float(r) for r in torch.linspace(0, rate, len(vit.blocks))]  # float32, as the sources compute them
+    for blk, r in zip(vit.blocks, rates):
+        blk.drop_path1 = DropPath(r) if r > 0 else nn.Identity()
+        blk.drop_path2 = DropPath(r) if r > 0 else nn.Identity()
+    return rates
+
+
+def vit_param_groups(backbone: nn.Module, head: nn.Module, lr_backbone: float, lr_head: float,
+                     weight_decay: float) -> list[ParamGroup]:
+    """AdamW groups as timm's ``create_optimizer`` (``filter_bias_and_bn``) builds them for iBOT's model: no weight
+    decay on biases and 1-d tensors (norms, layer scales); everything else decays -- including ``pos_embed`` and
+    ``cls_token``, because iBOT's VisionTransformer has no ``no_weight_decay()`` list for timm to read."""
+    groups = []
+    for name, module, lr in (("backbone", backbone, lr_backbone), ("head", head, lr_head)):
+        decay, no_decay = [], []
+        for k, q in module.named_parameters():
+            if q.requires_grad:
+                (no_decay if q.ndim <= 1 or k.endswith(".bias") else decay).append(q)
+        groups += [ParamGroup(name, decay, lr, weight_decay), ParamGroup(f"{name}-no-wd", no_decay, lr, 0.0)]
+    return [g for g in groups if g.params]
+
+
+def vit_train_transform(p: ViTSemiSupProtocol, ck: LoadedCheckpoint) -> T.Compose:
+    """DeiT's training transform (timm ``create_transform``): RandomResizedCrop (``train_interpolation``) + flip,
+    RandAugment ``auto_augment`` (colour jitter when there is none), tensor, the checkpoint's normalisation, random
+    erasing (``reprob``, ``remode``, ``recount``) on the normalised tensor."""
+    from timm.data import create_transform
+    from timm.data.random_erasing import RandomErasing
+
+    if p.train_interpolation not in ("bilinear", "bicubic"):
+        raise BenchError(f"train_interpolation={p.train_interpolation!r} is not supported", "use bicubic or bilinear")
+    try:
+        primary, secondary, _ = create_transform(
+            input_size=p.image_size, is_training=True, scale=tuple(p.crop_scale), hflip=0.5 if p.hflip else 0.0,
+            color_jitter=p.color_jitter, auto_augment=p.auto_augment or None, interpolation=p.train_interpolation,
+            mean=tuple(ck.preprocess.mean), std=tuple(ck.preprocess.std), separate=True)
+    except (AssertionError, ValueError, KeyError) as e:
+        raise BenchError(f"auto_augment={p.auto_augment!r} is not a timm augmentation policy ({e})",
+                         "e.g. --set auto_augment=rand-m9-mstd0.5-inc1 (or \"\" for none)") from None
+    ops: list[Any] = [*primary.transforms, *secondary.transforms, T.ToTensor(), normalize(ck.preprocess)]
+    if p.reprob > 0:
+        ops.append(RandomErasing(p.reprob, mode=p.remode, max_count=p.recount, device="cpu"))
+    return T.Compose(ops)
+
+
+def vit_mixup(p: ViTSemiSupProtocol, seed: int):
+    """timm's Mixup/CutMix with label smoothing as a batch transform (soft targets), or None when both are off.
+
+    Its draws (lambda, mixup or cutmix, the box) come from a numpy stream of its own, seeded by ``(seed, epoch,
+    step)`` and the same on every process -- as in the source, whose processes all seed numpy with one seed
+    (``utils.fix_random_seeds``) -- so a resumed run draws what an uninterrupted one would. ``start_epoch(e)`` is
+    called with each epoch's data order."""
+    if p.mixup <= 0 and p.cutmix <= 0:
+        return None
+    from timm.data import Mixup
+
+    mix = Mixup(mixup_alpha=p.mixup, cutmix_alpha=p.cutmix, prob=p.mixup_prob, switch_prob=p.mixup_switch_prob,
+                mode=p.mixup_mode, label_smoothing=p.label_smoothing, num_classes=NUM_CLASSES)
+    where = {"epoch": 0, "step": 0}
+
+    def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[0] % 2:
+            raise BenchError(f"mixup/cutmix pair the images of a batch, and this process's batch has {x.shape[0]}",
+                             "use an even per-process batch (--set batch_size=...)")
+        saved = np.random.get_state()
+        np.random.seed(np.random.SeedSequence([int(seed), where["epoch"], where["step"], 0x317]).generate_state(1)[0])
+        try:
+            return mix(x, y)
+        finally:
+            np.random.set_state(saved)
+            where["step"] += 1
+
+    def start_epoch(epoch: int) -> None:
+        where.update(epoch=int(epoch), step=0)
+
+    transform.start_epoch = start_epoch  # type: ignore[attr-defined]
+    return transform
+
+
+@dataclass
+class ViTSetup:
+    head: nn.Module
+    init_info: dict[str, Any]
+    train_transform: Any
+    val_transform: Any
+    config: TrainConfig
+    groups: list[ParamGroup]
+    lr_schedule: Any
+    epoch_order: Any
+    batch_transform: Any
+    details: dict[str, Any]
+
+
+def vit_semisup_setup(p: ViTSemiSupProtocol, ck: LoadedCheckpoint, backbone: nn.Module, n_train: int,
+                      seed: int) -> ViTSetup:
+    """Everything :class:`ViTSemiSupProtocol` changes in the finetuning run (``backbone`` is the run's own copy)."""
+    if p.schedule != "warmup-cosine":
+        raise BenchError(f"schedule={p.schedule!r} is unknown for the ViT recipe", "use warmup-cosine")
+    if p.milestones:
+        raise BenchError(f"milestones={list(p.milestones)} do not apply to schedule=warmup-cosine", "--set milestones=[]")
+    if p.warmup_epochs < 0 or p.lr_step_lag < 0:
+        raise BenchError("warmup_epochs and lr_step_lag must be >= 0", "--set warmup_epochs=5 lr_step_lag=1")
+    if p.repeated_aug < 1 or p.ra_ranks < 1 or p.ra_round < 1:
+        raise BenchError("repeated_aug, ra_ranks and ra_round must be >= 1", "--set repeated_aug=3 ra_ranks=8 ra_round=256")
+    if p.batch_size % p.ra_ranks:
+        raise BenchError(f"batch_size={p.batch_size} does not split over ra_ranks={p.ra_ranks} processes",
+                         "use a batch size that is a multiple of ra_ranks")
+    if p.subset_source == "as-released":
+        raise BenchError("subset_source=as-released reproduces MoPro's ResNet script, not this ViT recipe",
+                         "--set subset_source=file (the SimCLR list) or seeded")
+    if p.sync_bn or p.bn_batch:
+        raise BenchError("a ViT has no BatchNorm: sync_bn and bn_batch do not apply", "--set sync_bn=false bn_batch=0")
+    rates = set_drop_path(backbone, p.drop_path)
+    head, init_info = vit_semisup_head(p, ck)
+    mixup = vit_mixup(p, seed)
+    cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, momentum=p.momentum, nesterov=p.nesterov,
+                      eval_every=p.eval_every, label_smoothing=0.0 if mixup is not None else p.label_smoothing,
+                      precision=p.precision, bn_batch=0, optimizer=p.optimizer, betas=tuple(p.betas), eps=p.eps)
+    groups = vit_param_groups(backbone, head, p.lr_backbone, p.lr_head, p.weight_decay)
+
+    def lr_schedule(base: float, epoch: int) -> float:
+        return warmup_cosine_lr(base, max(epoch - p.lr_step_lag, 0), epochs=p.epochs, warmup_epochs=p.warmup_epochs,
+                                warmup_lr=p.warmup_lr, min_lr=p.min_lr)
+
+    per_rank = p.batch_size // p.ra_ranks
+
+    def epoch_order(epoch: int) -> list[int]:
+        if mixup is not None:
+            mixup.start_epoch(epoch)
+        return repeated_aug_order(n_train, epoch, seed, repeats=p.repeated_aug, ranks=p.ra_ranks,
+                                  per_rank_batch=per_rank, round_to=p.ra_round)
+
+    steps = len(repeated_aug_order(n_train, 0, seed, repeats=p.repeated_aug, ranks=p.ra_ranks, per_rank_batch=per_rank,
+                                   round_to=p.ra_round)) // p.batch_size
+    if steps == 0:
+        raise BenchError(f"{n_train} labelled images give no full batch of {p.batch_size} after the repeated-augmentation "
+                         f"sampler (ra_round={p.ra_round}, ra_ranks={p.ra_ranks})",
+                         "use the full subset list, or smaller --set batch_size / ra_round for tiny data")
+    val_tf = eval_transform(p.image_size, p.resize, ck.preprocess, interpolation=p.eval_interpolation)
+    details = {"steps_per_epoch": steps, "images_per_epoch": steps * p.batch_size,
+               "drop_path_rates": [round(r, 6) for r in rates],
+               "param_groups": {g.name: sum(q.numel() for q in g.params) for g in groups}, "mixup": mixup is not None,
+               "lr_backbone_first_epochs": [lr_schedule(p.lr_backbone, e) for e in range(min(8, p.epochs))],
+               "not_reproduced": ["fp16 autocast (precision here: " + p.precision + ")",
+                                  "model EMA (the source keeps one but evaluates the model itself)"]}
+    return ViTSetup(head=head, init_info=init_info, train_transform=vit_train_transform(p, ck), val_transform=val_tf,
+                    config=cfg, groups=groups, lr_schedule=lr_schedule, epoch_order=epoch_order,
+                    batch_transform=mixup, details=details)
+
+
 # ----------------------------------------------------------------------------------------------------- semi-supervised
 class _ImageNetSemiSup(Task):
     data_kind = "imagenet"
@@ -465,15 +863,26 @@ class _ImageNetSemiSup(Task):
         subset = self._subset(p, train, ctx)
         ck = model
         backbone = copy.deepcopy(ck.backbone)
-        head, init_info = self._head(p, ck)
-        net = ClassifierNet(backbone, head)
         train_items = [train[i] for i in subset.indices]
-        train_ds = ImageList([q for q, _ in train_items], [y for _, y in train_items], _train_transform(p, ck))
-        val_ds = ImageList([q for q, _ in val], [y for _, y in val], eval_transform(p.image_size, p.resize, ck.preprocess))
-        cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
-                          momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every, sync_bn=p.sync_bn,
-                          label_smoothing=p.label_smoothing, precision=p.precision, bn_batch=p.bn_batch)
-        epoch_order = None
+        vit: ViTSetup | None = None
+        if isinstance(p, ViTSemiSupProtocol):
+            vit = vit_semisup_setup(p, ck, backbone, len(train_items), ctx.seed)
+            head, init_info = vit.head, vit.init_info
+            train_tf, val_tf = vit.train_transform, vit.val_transform
+        else:
+            head, init_info = self._head(p, ck)
+            train_tf = _train_transform(p, ck)
+            val_tf = eval_transform(p.image_size, p.resize, ck.preprocess)
+        net = ClassifierNet(backbone, head)
+        train_ds = ImageList([q for q, _ in train_items], [y for _, y in train_items], train_tf)
+        val_ds = ImageList([q for q, _ in val], [y for _, y in val], val_tf)
+        if vit is not None:
+            cfg = vit.config
+        else:
+            cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
+                              momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every, sync_bn=p.sync_bn,
+                              label_smoothing=p.label_smoothing, precision=p.precision, bn_batch=p.bn_batch)
+        epoch_order = vit.epoch_order if vit is not None else None
         if subset.source == "as-released":
             n_rank = subset.extra["subset_per_rank_size"]
             if p.batch_size % p.num_ranks:
@@ -485,8 +894,11 @@ class _ImageNetSemiSup(Task):
 
             def epoch_order(epoch: int) -> list[int]:
                 return as_released_epoch_order(n_rank, p.num_ranks, epoch, ctx.seed)
-        groups = [ParamGroup("backbone", list(backbone.parameters()), p.lr_backbone, p.weight_decay),
-                  ParamGroup("head", list(head.parameters()), p.lr_head, p.weight_decay)]
+        if vit is not None:
+            groups = vit.groups
+        else:
+            groups = [ParamGroup("backbone", list(backbone.parameters()), p.lr_backbone, p.weight_decay),
+                      ParamGroup("head", list(head.parameters()), p.lr_head, p.weight_decay)]
         run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
                    "checkpoint": checkpoint_identity(ck, ctx.seed), "subset": subset.sha256,
                    "val": _list_hash(val, root), "classifier_init": init_info["rule_applied"]}
@@ -495,7 +907,8 @@ class _ImageNetSemiSup(Task):
         trainer = HitTrainer(net, groups, train_ds, val_ds, cfg, ctx, run_key=run_key,
                              resume=bool(ctx.option("resume", False)), desc=self.name,
                              log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None,
-                             epoch_order=epoch_order)
+                             epoch_order=epoch_order, lr_schedule=vit.lr_schedule if vit is not None else None,
+                             batch_transform=vit.batch_transform if vit is not None else None)
         fit = trainer.fit()
         metrics, details = _fit_summary(fit, p.report)
         _trainer_per_image(trainer, fit, [_rel(q, root) for q, _ in val], details)
@@ -506,6 +919,8 @@ class _ImageNetSemiSup(Task):
             "resumed_from_epoch": fit.resumed_from_epoch, "skipped_batches": fit.skipped_batches,
             "train_images": len(train_items), "work_dir": str(ctx.work_dir) if ctx.work_dir else None,
         })
+        if vit is not None:
+            details["recipe"] = vit.details
         data = {"train_list_sha256": _list_hash(train, root), "val_list_sha256": _list_hash(val, root),
                 "train_images_total": len(train), "val_images": len(val), **subset.record()}
         artifacts = [subset.file] if subset.source == "seeded" and subset.file else []
@@ -593,13 +1008,35 @@ class ImageNetLinear(Task):
     data_kind = "imagenet"
     protocols = {
         "moco": LinearProtocol(
-            name="moco", version="2",
+            name="moco", version="2", families=("resnet",),
             description="frozen backbone (BN eval), SGD lr 30, 100 ep, x0.1 at 60/80, RandomResizedCrop+flip, fp32; "
                         "top-1 = best of the 100 epochs (evaluated every epoch), as MoCo's main_lincls.py reports"),
         "fast": LinearFastProtocol(
-            name="fast", version="1",
+            name="fast", version="1", families=("resnet", "vit", "convnext"),
             description="softmax head on cached centre-crop features (standardised, AdamW 1e-3, 30 ep cosine); "
                         "minutes on a GPU, not comparable to @moco"),
+        # dino eval_linear.py defaults, run as its README says (8 GPUs x --batch_size_per_gpu 128): lr 0.001 x 1024/256
+        "dino": ViTLinearProtocol(
+            name="dino", version="1", families=("vit",),
+            description="DINO's linear probe (eval_linear.py, ViT-S setting): CLS tokens of the last 4 blocks "
+                        "concatenated, frozen ViT, SGD lr 0.004 (0.001 x 1024/256), batch 1024, 100 ep cosine to 0, "
+                        "RandomResizedCrop+flip / Resize 256 bicubic + CenterCrop 224, fp32; top-1 = best epoch",
+            lr=0.004, batch_size=1024, epochs=100, feature="last-blocks", n_last_blocks=4, avgpool_patchtokens=False,
+            eval_interpolation="bicubic"),
+        "dino-base": ViTLinearProtocol(
+            name="dino-base", version="1", families=("vit",),
+            description="DINO's linear probe, ViT-B setting (eval_linear.py: n_last_blocks 1, avgpool_patchtokens "
+                        "true): the last CLS token interleaved with the mean patch token; otherwise as @dino",
+            lr=0.004, batch_size=1024, epochs=100, feature="last-blocks", n_last_blocks=1, avgpool_patchtokens=True,
+            eval_interpolation="bicubic"),
+        # moco-v3 main_lincls.py (-b 1024 default, --epochs 90 default, --wd 0) with CONFIG.md's ViT command --lr=3,
+        # scaled by init_lr = lr x batch / 256
+        "mocov3": ViTLinearProtocol(
+            name="mocov3", version="1", families=("vit",),
+            description="MoCo v3's ViT linear probe (main_lincls.py, CONFIG.md --lr=3): CLS token after the final "
+                        "norm, frozen ViT, SGD lr 12 (3 x 1024/256), batch 1024, 90 ep cosine to 0, "
+                        "RandomResizedCrop+flip / Resize 256 + CenterCrop 224 (bilinear), fp32; top-1 = best epoch",
+            lr=12.0, batch_size=1024, epochs=90, feature="cls"),
     }
     default_protocol = "moco"
     metrics = TRAIN_METRICS
@@ -622,7 +1059,7 @@ class ImageNetLinear(Task):
             from mopro_bench.checkpoints.heads import save_head
 
             path = save_head(ctx.option("save_head"), weight, bias, ck=model, class_space="imagenet1k",
-                             protocol=f"{self.name}@{protocol.name}",
+                             protocol=f"{self.name}@{protocol.name}", feature=probe_feature_id(protocol),
                              extra={"feature_norm": "none", "top1": metrics["top1"], "top5": metrics["top5"]})
             artifacts.append(str(path))
             details["head_file"] = str(path)
@@ -637,10 +1074,20 @@ class ImageNetLinear(Task):
         backbone = copy.deepcopy(ck.backbone)
         for q in backbone.parameters():
             q.requires_grad_(False)
-        head = _fresh_head(backbone.feature_dim, p.head_init_std)
-        net = ClassifierNet(backbone, head)
-        train_ds = ImageList([q for q, _ in train], [y for _, y in train], _train_transform(p, ck))
-        val_ds = ImageList([q for q, _ in val], [y for _, y in val], eval_transform(p.image_size, p.resize, ck.preprocess))
+        lr_schedule = None
+        if isinstance(p, ViTLinearProtocol):
+            feature = probe_feature(backbone, p)
+            train_tf = _train_transform(p, ck, interpolation=p.train_interpolation)
+            val_tf = eval_transform(p.image_size, p.resize, ck.preprocess, interpolation=p.eval_interpolation)
+            lr_schedule = _linear_schedule(p)
+        else:
+            feature = backbone
+            train_tf = _train_transform(p, ck)
+            val_tf = eval_transform(p.image_size, p.resize, ck.preprocess)
+        head = _fresh_head(feature.feature_dim, p.head_init_std)
+        net = ClassifierNet(feature, head)
+        train_ds = ImageList([q for q, _ in train], [y for _, y in train], train_tf)
+        val_ds = ImageList([q for q, _ in val], [y for _, y in val], val_tf)
         cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
                           momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every, precision=p.precision)
         run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
@@ -648,12 +1095,15 @@ class ImageNetLinear(Task):
         _record_images(ctx, "imagenet/train", train, root)
         _record_images(ctx, "imagenet/val", val, root)
         trainer = HitTrainer(net, [ParamGroup("head", list(head.parameters()), p.lr, p.weight_decay)], train_ds,
-                             val_ds, cfg, ctx, run_key=run_key, frozen=[backbone],
+                             val_ds, cfg, ctx, run_key=run_key, frozen=[feature],
                              resume=bool(ctx.option("resume", False)), desc=self.name,
-                             log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None)
+                             log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None, lr_schedule=lr_schedule)
         fit = trainer.fit()
         metrics, details = _fit_summary(fit, p.report)
         _trainer_per_image(trainer, fit, [_rel(q, root) for q, _ in val], details)
+        if isinstance(p, ViTLinearProtocol):
+            details["feature"] = {"id": probe_feature_id(p), "dim": int(feature.feature_dim),
+                                  "text": getattr(feature, "feature", None)}
         details.update({"world_size": fit.world_size, "per_rank_batch": fit.per_rank_batch, "amp": fit.amp,
                         "precision": p.precision,
                         "resumed_from_epoch": fit.resumed_from_epoch, "skipped_batches": fit.skipped_batches,
@@ -723,7 +1173,7 @@ class ImageNetVal(Task):
     name = "imagenet_val"
     description = "top-1/top-5 of the checkpoint's own 1000-way classifier (or --head) on ImageNet val"
     data_kind = "imagenet"
-    protocols = {"mopro": ValProtocol(name="mopro", version="1",
+    protocols = {"mopro": ValProtocol(name="mopro", version="1", families=("resnet", "vit", "convnext"),
                                       description="own ImageNet-space classifier, Resize 256 + CenterCrop 224")}
     default_protocol = "mopro"
     metrics = ("top1", "top5")
@@ -763,7 +1213,7 @@ class WebVisionVal(Task):
     name = "webvision_val"
     description = "top-1/top-5 of the checkpoint's own WebVision classifier on WebVision val (1000 or 5000 classes)"
     data_kind = "webvision"
-    protocols = {"mopro": ValProtocol(name="mopro", version="1",
+    protocols = {"mopro": ValProtocol(name="mopro", version="1", families=("resnet", "vit", "convnext"),
                                       description="own WebVision-1000/5000 classifier, Resize 256 + CenterCrop 224",
                                       class_spaces=("webvision1k", "imagenet1k", "webvision5k"))}
     default_protocol = "mopro"
