@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mopro_bench.backbones import Preprocess
+from mopro_bench.errors import BenchError
 from mopro_bench.io import atomic_write_bytes
 
 AUTHOR = "mopro-bench"
@@ -147,6 +148,9 @@ def preprocess_from_pkl(obj: dict[str, Any], rest: dict[str, Any]) -> tuple[Prep
 
 def detectron2_payload(ck) -> dict[str, Any]:
     """The object :func:`export_detectron2` pickles, for a :class:`~mopro_bench.checkpoints.LoadedCheckpoint`."""
+    if not getattr(ck.backbone, "supports_detection", True):
+        raise BenchError(f"{ck.name} is a {ck.family} ({ck.arch}); detectron2's .pkl holds ResNet trunks only",
+                         "export --format timm (detectron2 export and coco_maskrcnn take ResNets)")
     pre = ck.preprocess
     meta = {
         "version": PKL_META_VERSION,

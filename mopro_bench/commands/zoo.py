@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 HELP = "list the published checkpoints usable as --ckpt zoo:NAME (and download one)"
-DESCRIPTION = """List the model zoo: published ResNet-50 checkpoints (MoPro, MoCo, SwAV, DINO, PCL, torchvision
-supervised) with the method, pretraining epochs and data, where the URL was read, whether the file is in the cache
-(<cache-dir>/checkpoints/) and how many published numbers the package's published.csv holds for it. Any command that
-takes --ckpt accepts zoo:NAME (or an https:// / file:// URL): the file is downloaded once into the cache, verified by
-SHA-256 (or the published hash prefix) and reused offline. `--download NAME` fetches one now."""
+DESCRIPTION = """List the model zoo: published checkpoints (ResNet-50: MoPro, MoCo, SwAV, DINO, PCL, torchvision
+supervised; ViT: DINO, MoCo v3; ConvNeXt-T) with the method, pretraining epochs, backbone family and data, where the
+URL was read, whether the file is in the cache (<cache-dir>/checkpoints/) and how many published numbers the package's
+published.csv holds for it. Any command that takes --ckpt accepts zoo:NAME (or an https:// / file:// URL): the file is
+downloaded once into the cache, verified by SHA-256 (or the published hash prefix) and reused offline. `--download
+NAME` fetches one now."""
 
 
 def add_parser(sub, parents):
@@ -66,16 +67,16 @@ def run(args) -> int:
     if args.long:
         for r in table:
             print(f"zoo:{r['name']}")
-            for k in ("method", "arch", "epochs", "pretrain_data", "format", "select", "url", "url_source", "citation",
-                      "published", "published_rows", "md5_prefix", "sha256", "cache_path", "cached", "notes"):
+            for k in ("method", "arch", "family", "epochs", "pretrain_data", "format", "select", "url", "url_source",
+                      "citation", "published", "published_rows", "md5_prefix", "sha256", "cache_path", "cached", "notes"):
                 if r.get(k) not in (None, ""):
                     print(f"  {k:<15} {r[k]}")
         return 0
-    head = ("NAME", "METHOD", "EPOCHS", "DATA", "CACHED", "PUBLISHED", "SOURCE")
+    head = ("NAME", "METHOD", "EPOCHS", "FAMILY", "DATA", "CACHED", "PUBLISHED", "SOURCE")
     lines = [head]
     for r in table:
         pub = f"{r['published_rows']} ({r['published']})" if r["published_rows"] else "-"
-        lines.append((r["name"], r["method"], str(r["epochs"] or "-"), _short(r["pretrain_data"]),
+        lines.append((r["name"], r["method"], str(r["epochs"] or "-"), r["family"], _short(r["pretrain_data"]),
                       "yes" if r["cached"] else "no", pub, r["url_source"].split(" ", 1)[0]))
     widths = [max(len(x[i]) for x in lines) for i in range(len(head) - 1)]
     for x in lines:
