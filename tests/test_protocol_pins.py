@@ -37,6 +37,11 @@ PINNED = {
     # issue 19: ViT protocols
     "places_lowshot@mopro-vit": ("1", "294b505ad51c910d"),
     "voc_lowshot@mopro-vit": ("1", "f7609c1c78ab212b"),
+    "imagenet_10pct@ibot": ("1", "4d92dae579e9de95"),
+    "imagenet_1pct@ibot": ("1", "e48c66f98e159dff"),
+    "imagenet_linear@dino": ("1", "40a5812369bb01bd"),
+    "imagenet_linear@dino-base": ("1", "691f0fba16de9386"),
+    "imagenet_linear@mocov3": ("1", "04c52a7bf6f36a63"),
 }
 
 
@@ -44,6 +49,14 @@ def test_released_protocols_keep_their_constants():
     now = {f"{t.name}@{p.name}": (p.version, sha256_json(p.params())[:16]) for t, p in all_protocols()}
     changed = {k: (v, now.get(k)) for k, v in PINNED.items() if now.get(k) != v}
     assert not changed, f"protocol constants changed without a version bump (pinned, now): {changed}"
+
+
+def test_every_built_in_protocol_is_pinned():
+    from mopro_bench.registry import BUILTIN_TASKS
+
+    unpinned = [f"{t.name}@{p.name}" for t, p in all_protocols()
+                if t.name in BUILTIN_TASKS and f"{t.name}@{p.name}" not in PINNED]
+    assert not unpinned, f"pin the new protocols in PINNED (version, params hash): {unpinned}"
 
 
 def test_every_protocol_names_known_families():
