@@ -26,6 +26,11 @@ SUITES: dict[str, tuple[str, ...]] = {
     "semisup": ("imagenet_1pct@mopro", "imagenet_10pct@mopro"),
     # accuracy + calibration of a 1000-way classifier (the checkpoint's own, or --head with one checkpoint)
     "robustness": ("imagenet_r@hendrycks", "imagenet_a@hendrycks", "imagenet_val_calibration@hendrycks"),
+    # the same experiments for Vision Transformers, under the ViT protocols (each protocol names the families it
+    # accepts; a ResNet protocol refuses a ViT): low-shot SVMs on the CLS token, DINO's linear probe, iBOT's 1% / 10%
+    "lowshot-vit": ("voc_lowshot@mopro-vit", "places_lowshot@mopro-vit"),
+    "vit-transfer": ("voc_lowshot@mopro-vit", "places_lowshot@mopro-vit", "imagenet_linear@dino", "imagenet_1pct@ibot",
+                     "imagenet_10pct@ibot", "imagenet_r@hendrycks", "imagenet_a@hendrycks"),
 }
 
 SUITE_HELP = {
@@ -33,6 +38,8 @@ SUITE_HELP = {
     "lowshot": "VOC07 and Places205 low-shot linear SVMs",
     "semisup": "ImageNet 1% / 10% semi-supervised finetuning",
     "robustness": "ImageNet-R / ImageNet-A / ImageNet val accuracy and calibration",
+    "lowshot-vit": "VOC07 and Places205 low-shot linear SVMs on a ViT's CLS token",
+    "vit-transfer": "ViT: low-shot SVMs, DINO linear probe, iBOT 1% / 10% fine-tuning, ImageNet-R / -A",
 }
 
 

@@ -173,6 +173,10 @@ def test_suites_and_task_lists():
     for name, specs in SUITES.items():  # every suite names registered task@protocol ids
         for spec in specs:
             assert get_task(spec).protocol.name == spec.split("@")[1], (name, spec)
+        # ... and one backbone family can run all of them (a suite is never refused pair by pair for every family)
+        common = set.intersection(*(set(get_task(s).protocol.families) for s in specs))
+        assert common, (name, {s: get_task(s).protocol.families for s in specs})
+    assert {get_task(s).protocol.families == ("vit",) for s in SUITES["lowshot-vit"]} == {True}
     # the paper's transfer table: every protocol id the repository's published.csv holds MoPro numbers under
     import csv
 
