@@ -1,5 +1,5 @@
 """The demo: generated data -> tiny MoPro pretrain -> noise cleaning -> every task for it and a random baseline ->
-leaderboard. Everything runs on CPU in a few minutes (``--device cuda`` uses a GPU).
+a random ViT-S/16 under the ViT protocols -> leaderboard. Everything runs on CPU in a few minutes (``--device cuda`` uses a GPU).
 
 The demo runs each task's published protocol with a few constants scaled down (64-pixel crops, short schedules,
 small calibration bins) through ``--set``-style overrides; the results therefore carry protocol ids
@@ -69,6 +69,14 @@ EVAL_PLAN: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
     ("imagenet_r", {"crop": IMG, "resize": RESIZE, "calib_bin_size": 8}, {"head": "{head}"}),
     ("imagenet_a", {"crop": IMG, "resize": RESIZE, "calib_bin_size": 8}, {"head": "{head}"}),
     ("imagenet_val_calibration", {"crop": IMG, "resize": RESIZE, "calib_bin_size": 8}, {"head": "{head}"}),
+)
+
+# a random ViT-S/16 baseline under the ViT protocols (the ResNet protocols refuse a ViT): the families in one table
+VIT_BASELINE = "random:vit_small_patch16_224"
+VIT_PLAN: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
+    ("voc_lowshot@mopro-vit", {"image_size": IMG, "resize": RESIZE, "ks": [1, 2, 4]}, {}),
+    ("places_lowshot@mopro-vit", {"image_size": IMG, "resize": RESIZE, "ks": [1, 2]}, {}),
+    ("imagenet_linear@fast", {"image_size": IMG, "resize": RESIZE}, {}),
 )
 
 DATA_FOR = {
@@ -181,8 +189,9 @@ def run_demo(out: str | Path = "demo_out", *, scale: str = "tiny", epochs: int =
     else:
         report.skipped.append("coco_maskrcnn (detectron2 not installed; `make setup-detection`)")
 
-    checkpoints = [(str(ckpt), "mopro-demo"), ("random:resnet18", "random:resnet18")]
-    for spec, name in checkpoints:
+    checkpoints = [(str(ckpt), "mopro-demo", plan), ("random:resnet18", "random:resnet18", plan),
+                   (VIT_BASELINE, VIT_BASELINE, list(VIT_PLAN))]
+    for spec, name, plan in checkpoints:
         head = out / "heads" / f"{name.replace(':', '-')}.head.pt"
         for task_spec, overrides, options in plan:
             task_name = task_spec.split("@")[0]
