@@ -1,7 +1,9 @@
 """ConvNeXt (family ``convnext``) on timm's :class:`~timm.models.convnext.ConvNeXt`, parameter names timm's
 (``stem.0``, ``stages.i.downsample``, ``stages.i.blocks.j.{conv_dw,norm,mlp.fc1,mlp.fc2,gamma}``, ``head.norm``;
 ConvNeXt V2's ``mlp.grn``). Facebook's own layout (``downsample_layers``, ``stages.i.j.dwconv``, ``norm``, ``head``) is
-renamed to these by the checkpoint adapter. Depths, widths, layer scale and GRN are read from the shapes.
+renamed to these by the checkpoint adapter. Depths, widths, layer scale, GRN and the MLP's kind (``nn.Linear`` on
+channels-last, or timm's 1x1 convolutions -- ``conv_mlp``, timm's atto..nano sizes; the same function) are read from
+the shapes.
 
 ``forward`` gives timm's pre-logits feature: the global average pool of the last stage through the head's LayerNorm
 (``head.norm``) -- the feature the checkpoint's own classifier reads, as for a ResNet the pooled res5 output.
@@ -30,6 +32,9 @@ SIZES: dict[tuple[tuple[int, ...], tuple[int, ...]], str] = {
     ((2, 2, 8, 2), (80, 160, 320, 640)): "nano",
     ((3, 3, 27, 3), (352, 704, 1408, 2816)): "huge",
 }
+# timm builds these sizes with 1x1-convolution MLPs (``conv_mlp=True``: fc1/fc2 weights [out, in, 1, 1]; timm
+# convnext.py convnext_atto..convnext_nano, convnextv2_atto..convnextv2_nano)
+CONV_MLP_SIZES = ("atto", "femto", "pico", "nano")
 CONVNEXT_ROOTS = ("stem", "stages")  # and head.norm (the head's LayerNorm is part of the trunk; head.fc is the classifier)
 _BLOCK = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.")
 
@@ -49,7 +54,8 @@ def parse_convnext_arch(spec: str) -> dict[str, Any] | None:
     for (depths, dims), size in SIZES.items():
         if size == m.group(2):
             v2 = bool(m.group(1))
-            return {"depths": list(depths), "dims": list(dims), "use_grn": v2, "ls_init_value": None if v2 else 1e-6}
+            return {"depths": list(depths), "dims": list(dims), "use_grn": v2, "ls_init_value": None if v2 else 1e-6,
+                    "conv_mlp": size in CONV_MLP_SIZES}
     return None
 
 
@@ -70,8 +76,10 @@ def describe_convnext(trunk: dict[str, torch.Tensor]) -> dict[str, Any]:
     if 0 in dims:
         raise BenchError("the ConvNeXt trunk lacks a stage's first depth-wise convolution (conv_dw)",
                          "pass a complete ConvNeXt checkpoint")
+    fc1 = trunk.get("stages.0.blocks.0.mlp.fc1.weight")
     return {"depths": depths, "dims": dims, "use_grn": "stages.0.blocks.0.mlp.grn.weight" in trunk,
-            "ls_init_value": 1e-6 if "stages.0.blocks.0.gamma" in trunk else None}
+            "ls_init_value": 1e-6 if "stages.0.blocks.0.gamma" in trunk else None,
+            "conv_mlp": fc1 is not None and fc1.ndim == 4}
 
 
 class ConvNeXtBackbone(ConvNeXt):
@@ -83,8 +91,9 @@ class ConvNeXtBackbone(ConvNeXt):
 
     def __init__(self, cfg: dict[str, Any]):
         cfg = dict(cfg)
+        cfg.setdefault("conv_mlp", False)
         super().__init__(depths=tuple(cfg["depths"]), dims=tuple(cfg["dims"]), use_grn=cfg["use_grn"],
-                         ls_init_value=cfg["ls_init_value"], num_classes=0)
+                         ls_init_value=cfg["ls_init_value"], conv_mlp=cfg["conv_mlp"], num_classes=0)
         self.cfg = cfg
         self.feature_dim = int(cfg["dims"][-1])
         self.arch = arch_name(cfg)
