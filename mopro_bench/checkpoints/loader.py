@@ -1,24 +1,30 @@
 """Read a checkpoint file, detect its format (the registered formats in priority order, see
-:mod:`mopro_bench.checkpoints.formats`), map it and verify the backbone."""
+:mod:`mopro_bench.checkpoints.formats`), map it and verify the backbone.
+
+A bare timm-named ViT / ConvNeXt file records nothing about its input; when the Hugging Face hub's ``config.json``
+(timm's ``{"architecture", "pretrained_cfg": {"mean", "std", "interpolation", "crop_pct", "input_size"}}``) lies
+beside it, as in a hub snapshot, its preprocessing and architecture name are used (and its sha256 recorded)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from mopro_bench.backbones import ARCHS, family_of, parse_arch
+from mopro_bench.backbones import ARCHS, Preprocess, family_of, parse_arch, trunk_family
 from mopro_bench.checkpoints import LoadedCheckpoint
 from mopro_bench.checkpoints.formats import adapters
-from mopro_bench.checkpoints.formats.base import Adapter, is_tensor_dict
+from mopro_bench.checkpoints.formats.base import Adapter, Mapped, is_tensor_dict
 from mopro_bench.checkpoints.safeload import read_checkpoint
 from mopro_bench.checkpoints.verify import VIT_MARKERS, bad_values, build_verified, describe_bad_values, first
 from mopro_bench.errors import BenchError
 
 SELECT_NAMES = ("encoder_q", "encoder_k", "base_encoder", "momentum_encoder", "teacher", "student", "state_dict",
-                "state_dict_ema")
+                "state_dict_ema", "model", "model_ema")
 
 
 def _describe(obj: Any) -> str:
@@ -44,6 +50,50 @@ def detect_adapter(obj: Mapping[str, Any], where: str) -> Adapter:
     raise BenchError(f"{where} is no known {'Vision Transformer' if vit else 'ResNet, ViT or ConvNeXt'} checkpoint layout "
                      f"({_describe(obj)})",
                      "supported: " + ", ".join(a.name for a in adapters()) + " (`mopro-bench inspect --formats` describes them)")
+
+
+def _hub_config(path: Path, m: Mapped) -> None:
+    """Use the timm / HF hub ``config.json`` beside a bare timm ViT / ConvNeXt file (see the module docstring):
+    ``pretrained_cfg`` sets the preprocessing, ``architecture`` and ``model_args.num_heads`` the hints."""
+    from mopro_bench.checkpoints.formats.timm import arch_hints
+
+    cfg_path = path.parent / "config.json"
+    if not cfg_path.is_file():
+        return
+    try:
+        raw = cfg_path.read_bytes()
+        cfg = json.loads(raw)
+    except (OSError, ValueError):
+        return
+    if not isinstance(cfg, dict) or not (isinstance(cfg.get("pretrained_cfg"), dict) or isinstance(cfg.get("model_args"), dict)
+                                         or isinstance(cfg.get("architecture"), str)):
+        return  # some other tool's config.json (transformers': "architectures", "model_type")
+    arch = cfg.get("architecture") if isinstance(cfg.get("architecture"), str) else None
+    m.meta["hub_config"] = {"path": str(cfg_path), "sha256": hashlib.sha256(raw).hexdigest(), "architecture": arch}
+    pc = cfg.get("pretrained_cfg")
+    if isinstance(pc, dict):
+        try:
+            base = m.preprocess
+            mean = tuple(float(x) for x in pc.get("mean", base.mean))
+            std = tuple(float(x) for x in pc.get("std", base.std))
+            interp = pc.get("interpolation", base.interpolation)
+            size = pc.get("input_size", [3, base.input_size, base.input_size])
+            pre = Preprocess(mean=mean, std=std, interpolation=interp, input_size=int(size[-1]),
+                             crop_pct=float(pc.get("crop_pct", base.crop_pct)))
+            if len(mean) != 3 or len(std) != 3 or interp not in ("bilinear", "bicubic") or min(std) <= 0:
+                raise ValueError(f"mean {mean}, std {std}, interpolation {interp!r}")
+        except (TypeError, ValueError, IndexError) as e:
+            m.meta.setdefault("warnings", []).append(f"{cfg_path} has a pretrained_cfg this suite cannot use ({e}); "
+                                                     "ImageNet mean/std, bicubic assumed")
+        else:
+            m.preprocess = pre
+            m.meta["preprocess_source"] = f"{cfg_path.name} beside the file (timm pretrained_cfg)"
+    family = trunk_family(m.trunk)
+    hints = dict(m.hints) or (arch_hints(arch, family, "config.json architecture") if arch else {})
+    heads = (cfg.get("model_args") or {}).get("num_heads") if isinstance(cfg.get("model_args"), dict) else None
+    if family == "vit" and isinstance(heads, int) and not isinstance(heads, bool) and heads > 0:
+        hints.update(num_heads=heads, num_heads_source=f"{cfg_path.name} model_args.num_heads")
+    m.hints = hints
 
 
 def load_file(path: str | Path, arch: str | None = None, trust: bool = False, select: str | None = None,
@@ -72,6 +122,8 @@ def load_file(path: str | Path, arch: str | None = None, trust: bool = False, se
         raise BenchError(f"--select {select} does not apply to {where} (adapter {adapter.name}): it holds one network",
                          "drop --select")
     m = adapter.convert(obj, select, where)
+    if adapter.name == "timm" and m.meta.get("wrapper") is None and trunk_family(m.trunk) != "resnet":
+        _hub_config(path, m)
     chosen = m.meta.get("select") or (select if select is not None else (available[0] if available else None))
     bb, coverage = build_verified(m.trunk, arch=arch, adapter=adapter.name, where=where, stride_in_1x1=m.stride_in_1x1,
                                   unplaced=m.unplaced, hints=m.hints)

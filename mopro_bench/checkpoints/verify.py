@@ -131,23 +131,42 @@ def describe_bad_values(nonfinite: list[str], negative_var: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _resolve_timm(trunk: dict[str, torch.Tensor], family: str, arch: str | None, where: str,
-                  hints: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(name, config) of a ViT / ConvNeXt trunk; ``arch`` (``--arch``) must agree with its shapes."""
+def _resolve_timm(trunk: dict[str, torch.Tensor], family: str, arch: str | None, where: str, adapter: str,
+                  hints: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(name, config, description) of a ViT / ConvNeXt trunk; ``arch`` (``--arch``) must agree with its shapes.
+
+    ``hints`` (from the adapter: what the file's metadata or its authors' code says): ``num_heads`` (no shape shows
+    it), ``depth`` (ViT) / ``depths`` (ConvNeXt) -- when the tensors have fewer or more blocks than the file's own
+    architecture name says, the network of that name is built, so the coverage check names the blocks that are
+    missing (a truncated file is never loaded as a shallower network)."""
     from mopro_bench.backbones import convnext, vit
 
+    try:
+        if family == "vit":
+            cfg = vit.describe_vit(trunk, num_heads=hints.get("num_heads"))
+        else:
+            cfg = convnext.describe_convnext(trunk)
+    except BenchError as e:  # name the file and the adapter, as every other coverage error does
+        raise BenchError(f"{where} (adapter {adapter}): {e.message}", e.fix) from None
+    desc: dict[str, Any] = {}
+    key = "depth" if family == "vit" else "depths"
+    want = hints.get(key)
+    if want is not None and (list(want) if family == "convnext" else want) != cfg[key]:
+        desc["note"] = (f"the file's metadata says {key} {want} ({hints.get('source', 'file metadata')}) but its tensors "
+                        f"have {cfg[key]}")
+        cfg[key] = list(want) if family == "convnext" else int(want)
     if family == "vit":
-        cfg = vit.describe_vit(trunk, num_heads=hints.get("num_heads"))
         name, keys = vit.arch_name(cfg), ("embed_dim", "depth", "patch_size")
+        desc["num_heads_source"] = hints.get("num_heads_source") or (
+            "the adapter" if hints.get("num_heads") else "standard size table (ViT paper Table 1, DeiT; timm vit_*)")
     else:
-        cfg = convnext.describe_convnext(trunk)
         name, keys = convnext.arch_name(cfg), ("depths", "dims", "use_grn")
     if arch:
-        want_family, want = parse_any_arch(arch)
-        if want_family != family or any(want[k] != cfg[k] for k in keys):
+        want_family, want_cfg = parse_any_arch(arch)
+        if want_family != family or any(want_cfg[k] != cfg[k] for k in keys):
             raise BenchError(f"--arch {arch} disagrees with {where}: its trunk is {name}",
                              f"drop --arch (it is inferred) or pass --arch {name}")
-    return name, cfg
+    return name, cfg, desc
 
 
 def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter: str, where: str,
@@ -159,6 +178,10 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
     known head; they count as unexpected. ``hints``: what the adapter knows that no shape shows (a ViT's
     ``num_heads``)."""
     family = trunk_family(trunk)
+    if family == "resnet" and trunk and not any(k.split(".", 1)[0] in TRUNK_ROOTS for k in trunk):
+        # no ResNet key at all: a ViT without its patch embedding (MoCo v3's convolutional stem, a damaged file) or a
+        # ConvNeXt without its stem -- let that family's description name what is missing
+        family = "convnext" if any(k.startswith("stages.") for k in trunk) else "vit"
     if family == "resnet":
         name, width, desc = resolve_arch(trunk, arch, where)
         with torch.device("meta"):  # no initialisation work: every tensor is overwritten from the file
@@ -168,11 +191,10 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
                         "blocks": list(desc["blocks"]), "wide_stem": bool(desc.get("wide_stem", True)),
                         **({"note": desc["note"]} if "note" in desc else {})}
     else:
-        shown, cfg = _resolve_timm(trunk, family, arch, where, hints or {})
+        shown, cfg, desc = _resolve_timm(trunk, family, arch, where, adapter, hints or {})
         with torch.device("meta"):
             bb = build_family(family, cfg)
-        desc = {}
-        architecture = {"family": family, "arch": shown, **cfg}
+        architecture = {"family": family, "arch": shown, **cfg, **desc}
     bb = bb.to_empty(device="cpu")
     expected = bb.state_dict()
     missing = [k for k in expected if k not in trunk]

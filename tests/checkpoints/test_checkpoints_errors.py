@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from mopro_bench.checkpoints import load_checkpoint
-from mopro_bench.checkpoints.synth import random_resnet, write_layout
+from mopro_bench.checkpoints.synth import random_family, random_resnet, write_layout
 from mopro_bench.errors import BenchError
 from tests.conftest import run_cli_subprocess
 
@@ -83,7 +84,10 @@ def test_not_a_checkpoint(cli, tmp_path):
     _one_line_error(*cli("inspect", "--ckpt", tmp_path), "is a directory")
     vit = {"cls_token": torch.zeros(1, 1, 8), "pos_embed": torch.zeros(1, 5, 8),
            "patch_embed.proj.weight": torch.zeros(8, 3, 4, 4)}
-    _one_line_error(*cli("inspect", "--ckpt", _save(vit, tmp_path / "vit.pth")), "Vision Transformer")
+    _one_line_error(*cli("inspect", "--ckpt", _save(vit, tmp_path / "vit.pth")), "vit.pth (adapter timm)",
+                    "the ViT trunk has no blocks.N")
+    other_vit = {"cls_token": torch.zeros(1, 1, 8), "transformer.layers.0.attn.weight": torch.zeros(8, 8)}
+    _one_line_error(*cli("inspect", "--ckpt", _save(other_vit, tmp_path / "vit2.pth")), "Vision Transformer")
     other = {"encoder.weight": torch.zeros(3, 3), "decoder.weight": torch.zeros(3, 3)}
     _one_line_error(*cli("inspect", "--ckpt", _save(other, tmp_path / "other.pth")), "ViT or ConvNeXt checkpoint layout",
                     "encoder.weight")
@@ -188,3 +192,61 @@ def test_harmless_globals_are_allowed(tmp_path):
     ck = load_checkpoint(p)
     assert ck.format == "detectron2" and ck.meta["container"] == "pickle"
     assert torch.equal(ck.backbone.layer4[1].bn2.running_mean, sd["layer4.1.bn2.running_mean"])
+
+
+@pytest.fixture(scope="module")
+def vit_sd():
+    return {k: v.clone() for k, v in random_family("vit_small_patch16_224", seed=5, depth=2, img_size=32).state_dict().items()}
+
+
+def test_vit_and_convnext_damage_is_one_line(cli, vit_sd, tmp_path):
+    """A ViT / ConvNeXt file is never loaded partially or as something it is not: one line, exit 2."""
+    no_fc2 = {k: v for k, v in vit_sd.items() if k != "blocks.1.mlp.fc2.weight"}
+    _one_line_error(*cli("inspect", "--ckpt", _save(no_fc2, tmp_path / "a.pth")), "(adapter timm) does not match",
+                    "vit_small2_patch16_32", "1 missing (blocks.1.mlp.fc2.weight)")
+    bad = {**vit_sd, "blocks.0.attn.qkv.weight": torch.zeros(1152, 192)}
+    _one_line_error(*cli("inspect", "--ckpt", _save(bad, tmp_path / "b.pth")),
+                    "1 mis-shaped (blocks.0.attn.qkv.weight: file [1152, 192] vs [1152, 384])")
+    # a file whose own metadata names a 12-block ViT-S but holds 2 blocks: the missing blocks are named
+    moco = write_layout("moco-v3-vit", vit_sd, tmp_path / "moco.pth.tar", arch="vit_small")
+    _one_line_error(*cli("inspect", "--ckpt", moco), "(adapter moco) does not match vit_small_patch16_32",
+                    "missing (blocks.2.", "metadata says depth 12")
+    _one_line_error(*cli("inspect", "--ckpt", write_layout("moco-v3-vit", vit_sd, tmp_path / "c.pth", arch="vit_conv_small")),
+                    "vit_conv_small", "convolutional stem")
+    ok = _save(vit_sd, tmp_path / "vits.pth")
+    line = _one_line_error(*cli("inspect", "--ckpt", ok, "--arch", "vit_base_patch16_224"),
+                           "--arch vit_base_patch16_224 disagrees", "its trunk is vit_small2_patch16_32")
+    assert "--arch vit_small2_patch16_32" in line
+    _one_line_error(*cli("inspect", "--ckpt", ok, "--arch", "resnet50"), "--arch resnet50 disagrees")
+    code, out, err = cli("inspect", "--ckpt", ok)
+    assert code == 0, err
+    assert "vit_small2_patch16_32 (family vit)" in out and "format       timm" in out
+    rep = json.loads(cli("inspect", "--ckpt", ok, "--json")[1])
+    assert (rep["family"], rep["arch"], rep["coverage"]["architecture"]["num_heads"]) == ("vit", "vit_small2_patch16_32", 6)
+    # what the suite does not build is named
+    fc_norm = {**vit_sd, "fc_norm.weight": torch.ones(384), "fc_norm.bias": torch.zeros(384)}
+    _one_line_error(*cli("inspect", "--ckpt", _save({"model": fc_norm}, tmp_path / "mae_ft.pth")), "fc_norm",
+                    "MAE fine-tuned", "use the pretrained (not fine-tuned) checkpoint")
+    regs = {**vit_sd, "mask_token": torch.zeros(1, 384), "register_tokens": torch.zeros(1, 4, 384)}
+    _one_line_error(*cli("inspect", "--ckpt", _save(regs, tmp_path / "dinov2_reg.pth")), "(adapter dinov2)",
+                    "register tokens")
+    deit = {**vit_sd, "dist_token": torch.zeros(1, 1, 384), "head_dist.weight": torch.zeros(1000, 384)}
+    _one_line_error(*cli("inspect", "--ckpt", _save(deit, tmp_path / "deit.pth")), "distilled DeiT", "dist_token")
+    cnx = random_family("convnext_tiny", seed=6, depths=[1, 1, 1, 1]).state_dict()
+    fb = write_layout("convnext-fb", cnx, tmp_path / "cnx.pth")
+    obj = torch.load(fb, weights_only=True)
+    del obj["model"]["stages.2.0.pwconv2.bias"]
+    _one_line_error(*cli("inspect", "--ckpt", _save(obj, tmp_path / "cnx_bad.pth")), "(adapter convnext)",
+                    "1 missing (stages.2.blocks.0.mlp.fc2.bias)")
+
+
+def test_nan_in_a_vit_is_refused_as_for_resnets(cli, vit_sd, tmp_path):
+    sd = {k: v.clone() for k, v in vit_sd.items()}
+    sd["blocks.1.attn.qkv.weight"][0, 0] = float("nan")
+    path = _save(sd, tmp_path / "nan_vit.pth")
+    with pytest.raises(BenchError) as e:
+        load_checkpoint(path)
+    assert "refused" in str(e.value) and "blocks.1.attn.qkv.weight" in str(e.value)
+    code, out, err = cli("inspect", "--ckpt", path)
+    assert code == 2 and "Traceback" not in err, err
+    assert "refused" in out and "blocks.1.attn.qkv.weight: NaN/Inf" in out

@@ -10,12 +10,18 @@ format        priority  layout
 ============  ========  ===============================================================================================
 ``mopro``     10        MoPro reference ``{epoch, arch, state_dict, optimizer}`` with ``module.encoder_q.`` (and
                         ``encoder_k``), ``classifier``, ``fc1``/``fc2``, ``queue``, ``prototypes``; our pretrainer's files
-``moco``      20        MoCo v1/v2 and PCL (``encoder_q``/``encoder_k``); MoCo v3 (``base_encoder``/``momentum_encoder``)
-``dino``      30        DINO training checkpoint: ``teacher``/``student`` with ``module.backbone.``/``module.head.``
+``moco``      20        MoCo v1/v2 and PCL (``encoder_q``/``encoder_k``); MoCo v3 (``base_encoder``/``momentum_encoder``),
+                        ResNet or ViT (``head`` MLP; ViT-S with 12 heads)
+``dino``      30        DINO training checkpoint: ``teacher``/``student`` with ``module.backbone.``/``module.head.``,
+                        ResNet or ViT
+``mae``       33        MAE pre-training ``{model: encoder + decoder_*, mask_token}``: the encoder
+``dinov2``    35        DINOv2 backbone release: bare ViT dict with ``mask_token``, LayerScale, 37x37 position grid
+``convnext``  37        facebookresearch/ConvNeXt ``{model: {downsample_layers.*, stages.i.j.dwconv ...}}`` -> timm names
 ``detectron2``  40      ``{model: {stem.conv1.*, res2.0.conv1.* ...}}`` (numpy), also whole detectors
 ``caffe2``    50        Detectron/MSRA caffe2 blobs (``conv1_w``, ``res2_0_branch2a_w``, ``pred_w``), bare or under ``blobs``
 ``swav``      60        bare dict with ``module.`` plus ``projection_head.*`` and ``prototypes.*`` (DeepCluster-v2, SeLa-v2)
-``timm``      70        timm training checkpoint ``{state_dict, state_dict_ema, arch, args, version ...}``
+``timm``      70        timm training checkpoint ``{state_dict, state_dict_ema, arch, args, version ...}``; any timm-named
+                        ViT / ConvNeXt dict, bare (HF hub ``model.safetensors``) or wrapped
 ``torchvision``  80     bare torchvision ResNet dict (supervised, DINO backbone-only, BYOL/SimCLR converted), optionally
                         wrapped and/or prefixed -- the generic fallback
 ============  ========  ===============================================================================================
@@ -35,7 +41,7 @@ ENTRY_POINT_GROUP = "mopro_bench.formats"
 
 BUILTIN_FORMATS: dict[str, str] = {
     name: f"mopro_bench.checkpoints.formats.{name}:ADAPTER"
-    for name in ("mopro", "moco", "dino", "detectron2", "caffe2", "swav", "timm", "torchvision")
+    for name in ("mopro", "moco", "dino", "mae", "dinov2", "convnext", "detectron2", "caffe2", "swav", "timm", "torchvision")
 }
 
 

@@ -14,11 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mopro_bench.backbones import Preprocess, is_trunk_key
+from mopro_bench.backbones import Preprocess, is_trunk_key, trunk_family
 from mopro_bench.checkpoints import Head
 from mopro_bench.errors import BenchError
 
 WEBVISION_SPACES = {1000: "webvision1k", 5000: "webvision5k"}
+# non-trunk groups of a ViT / ConvNeXt network in timm names (see family_parts)
+FAMILY_GROUPS = {"head.": "head", "fc_norm.": "fc_norm", "register_tokens": "registers", "mask_token": "mask_token",
+                 "masked_embed": "masked_embed", "decoder_": "decoder", "dist_token": "distill", "head_dist.": "distill"}
 
 
 @dataclass
@@ -98,6 +101,48 @@ def _fc_head(d: dict[str, torch.Tensor], prefix: str = "fc.") -> tuple[str, Head
         return "classifier", classifier_head(d, prefix, space, f"fc: {rows}-way linear classifier"
                                              + (" (ImageNet-1k, torchvision class order)" if rows == 1000 else ""))
     return "projection", projection_head(d, "fc: MLP head")
+
+
+def family_parts(sd: Mapping[str, Any], where: str, adapter: str, head_desc: str = "head"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Head], dict[str, Any], list[str]]:
+    """One ViT / ConvNeXt network in timm names -> (trunk, heads, ignored groups, unplaced keys).
+
+    ``head.weight``/``head.bias`` (ViT) and ``head.fc.*`` (ConvNeXt) make a linear classifier (1000 rows: ImageNet-1k,
+    timm's and torchvision's sorted-wnid order); any other ``head.*`` is a projection head (MoCo v3's MLP).
+    ``mask_token`` (DINOv2, MAE), iBOT's ``masked_embed`` and MAE's ``decoder_*`` are training-only and counted as
+    ignored. ``fc_norm``
+    (global-pool classifiers, MAE fine-tuned) and ``register_tokens`` (DINOv2 with registers) are passed on with the
+    trunk, where :func:`mopro_bench.backbones.vit.describe_vit` refuses them by name; a DeiT distillation token is
+    refused here."""
+    from mopro_bench.checkpoints.verify import first
+
+    trunk, groups, rest = partition(sd, FAMILY_GROUPS)
+    if "distill" in groups:
+        raise BenchError(f"{where} (adapter {adapter}) is a distilled DeiT ({first(groups['distill'])}): its distillation "
+                         "token is not part of the ViT this suite builds", "use a ViT without a distillation token")
+    for g in ("fc_norm", "registers"):
+        trunk.update(groups.pop(g, {}))
+    ignored: dict[str, Any] = {}
+    for g in ("mask_token", "masked_embed"):
+        if g in groups:
+            ignored[g] = len(groups[g])
+    if "decoder" in groups:
+        ignored["decoder"] = len(groups["decoder"])
+    heads: dict[str, Head] = {}
+    head = groups.get("head") or {}
+    prefix = "head.fc." if trunk_family(trunk) == "convnext" else "head."
+    linear = {k for k in head if k in (prefix + "weight", prefix + "bias")}
+    if head and linear == set(head) and prefix + "weight" in head and head[prefix + "weight"].ndim == 2:
+        rows = int(head[prefix + "weight"].shape[0])
+        space = "imagenet1k" if rows == 1000 else "custom"
+        heads["classifier"] = classifier_head(head, prefix, space, f"{head_desc}: {rows}-way linear classifier"
+                                              + (" (ImageNet-1k, sorted-wnid order)" if rows == 1000 else ""))
+    elif head:
+        if prefix == "head.fc.":  # a ConvNeXt head other than norm + fc (timm's head_hidden_size pre-logits MLP)
+            rest += sorted(head)
+        else:
+            heads["projection"] = projection_head(head, f"{head_desc}: MLP")
+    return trunk, heads, ignored, rest
 
 
 def jsonable(v: Any) -> Any:

@@ -1,5 +1,9 @@
 """DINO training checkpoint: ``teacher``/``student`` with ``module.backbone.``/``module.head.`` and a pickled
-``argparse.Namespace`` ``args``."""
+``argparse.Namespace`` ``args``; the backbone a ResNet (torchvision names) or a ViT (DINO's names are timm's:
+``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks.N``, ``norm``).
+
+DINO wraps the student in DDP always and the teacher only when it has BatchNorm (a ResNet), so a ViT file has
+``module.backbone.*`` in ``student`` and ``backbone.*`` in ``teacher`` (``dino/main_dino.py``); both are read."""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from mopro_bench.backbones import BICUBIC_PREPROCESS, Preprocess, trunk_family
 from mopro_bench.checkpoints.formats.base import (
     Adapter,
     Mapped,
     _count,
     _pick,
     _t,
+    family_parts,
     is_tensor_dict,
     jsonable,
     partition,
@@ -20,14 +26,24 @@ from mopro_bench.checkpoints.formats.base import (
     strip_module,
     sub,
 )
-from mopro_bench.checkpoints.verify import VIT_MARKERS, first
-from mopro_bench.errors import BenchError
+
+# DINO's ViT sizes (dino/vision_transformer.py: vit_tiny / vit_small / vit_base): args.arch -> (embed_dim, depth, heads)
+DINO_VITS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
+
+
+def vit_hints(arch: Any, embed_dim: int, table: dict[str, tuple[int, int, int]], source: str) -> dict[str, Any]:
+    """``num_heads``/``depth`` from the file's architecture name when its width agrees with the tensors'."""
+    if isinstance(arch, str) and arch in table and table[arch][0] == embed_dim:
+        _, depth, heads = table[arch]
+        return {"num_heads": heads, "depth": depth, "source": f"arch {arch!r} in the file",
+                "num_heads_source": f"{source}: {arch} has {heads} heads"}
+    return {}
 
 
 class DinoAdapter(Adapter):
     name = "dino"
     priority = 30
-    description = "DINO training checkpoint (teacher/student)"
+    description = "DINO training checkpoint (teacher/student), ResNet or ViT backbone"
 
     def detect(self, obj):
         return any(isinstance(obj.get(n), Mapping) and any("backbone." in k for k in obj[n]) for n in ("teacher", "student"))
@@ -39,24 +55,33 @@ class DinoAdapter(Adapter):
         net_name = _pick(select, self.selects(obj), self.name, where)
         net, ddp = strip_module(obj[net_name])
         backbone = sub(net, "backbone.")
-        vit = [k for k in backbone if k.startswith(VIT_MARKERS)]
-        if vit:
-            raise BenchError(f"{where} is a DINO Vision Transformer ({first(vit)}); this suite evaluates ResNets",
-                             "use a DINO ResNet-50 checkpoint")
-        trunk, _, rest_bb = partition(backbone, {})
+        ignored: dict[str, Any] = {}
+        if "patch_embed.proj.weight" in backbone or "cls_token" in backbone:  # a ViT (iBOT adds masked_embed: ignored)
+            trunk, _, ignored, rest_bb = family_parts(backbone, where, self.name)
+            rest_bb += sorted(k for k in backbone if k.startswith("head."))  # DINO's ViT has no head of its own
+        else:
+            trunk, _, rest_bb = partition(backbone, {})
         heads = {}
         head = {k[len("head."):]: _t(v) for k, v in net.items() if k.startswith("head.")}
         if head:
             heads["projection"] = projection_head(head, f"{net_name}.head: DINO projection head")
         unplaced = [f"backbone.{k}" for k in rest_bb] + [k for k in net if not k.startswith(("backbone.", "head."))]
         other = [n for n in ("teacher", "student") if n != net_name and isinstance(obj.get(n), Mapping)]
-        ignored: dict[str, Any] = {n: _count(obj[n]) for n in other}
+        ignored.update({n: _count(obj[n]) for n in other})
         args = obj.get("args")
-        meta = {"source": "DINO", "module_prefix": ddp, "epoch": jsonable(obj.get("epoch")),
+        meta = {"source": "iBOT" if "ibot_loss" in obj else "DINO", "module_prefix": ddp, "epoch": jsonable(obj.get("epoch")),
                 "args": {k: jsonable(v) for k, v in vars(args).items()} if isinstance(args, argparse.Namespace) else None}
         if meta["args"]:
             meta["arch_in_file"] = meta["args"].get("arch")
-        return Mapped(trunk, heads, unplaced, ignored, meta)
+        hints: dict[str, Any] = {}
+        pre = Preprocess()
+        if trunk_family(trunk) == "vit":
+            # DINO evaluates ViTs with Resize(256, bicubic) + CenterCrop(224), ImageNet mean/std (dino/eval_linear.py)
+            pre = BICUBIC_PREPROCESS
+            dim = int(trunk["patch_embed.proj.weight"].shape[0])
+            hints = vit_hints(meta.get("arch_in_file"), dim, DINO_VITS, "dino/vision_transformer.py")
+            meta["preprocess_source"] = "dino/eval_linear.py: Resize(256, bicubic), CenterCrop(224), ImageNet mean/std"
+        return Mapped(trunk, heads, unplaced, ignored, meta, pre, hints=hints)
 
 
 ADAPTER = DinoAdapter()
