@@ -59,7 +59,7 @@ class Preprocess:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: str = "RGB"  # or "BGR"
     scale: float = 1.0  # pixel range is [0, scale] before normalisation (1 for torchvision, 255 for caffe-style)
-    interpolation: str = "bilinear"  # bilinear (torchvision ResNets) | bicubic (DINO, MoCo v3, MAE, DINOv2, ConvNeXt)
+    interpolation: str = "bilinear"  # bilinear (torchvision ResNets, MoCo v3) | bicubic (DINO, MAE, DINOv2, ConvNeXt)
     input_size: int = 224  # the crop the weights were evaluated at
     crop_pct: float = 0.875  # crop / resize (224 / 256)
 

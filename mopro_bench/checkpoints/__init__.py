@@ -105,7 +105,15 @@ class LoadedCheckpoint:
         if self.sha256 is None:
             return None
         sel, avail = self.meta.get("select"), self.meta.get("selectable") or []
-        return f"{self.sha256}#{sel}" if sel and avail and sel != avail[0] else self.sha256
+        ident = f"{self.sha256}#{sel}" if sel and avail and sel != avail[0] else self.sha256
+        cfg = self.hub_config_sha256
+        return f"{ident}+config:{cfg}" if cfg else ident  # config.json beside the file sets preprocessing / heads
+
+    @property
+    def hub_config_sha256(self) -> str | None:
+        """sha256 of the timm / HF hub ``config.json`` read beside a bare file (it changes the network: preprocessing,
+        a ViT's number of heads), else None."""
+        return (self.meta.get("hub_config") or {}).get("sha256")
 
     @property
     def family(self) -> str:
@@ -127,6 +135,7 @@ class LoadedCheckpoint:
             "heads": {k: h.summary() for k, h in self.heads.items()},
             "preprocess": self.preprocess.record(),
             "select": self.meta.get("select"),
+            **({"hub_config": dict(self.meta["hub_config"])} if self.hub_config_sha256 else {}),
             "stride_in_1x1": bool(getattr(self.backbone, "stride_in_1x1", False)),
             "coverage": {"loaded": self.coverage.get("loaded"), "expected": self.coverage.get("expected"),
                          "filled": len(self.coverage.get("filled") or []), "derived": len(self.coverage.get("derived") or [])},
@@ -174,7 +183,8 @@ def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = 
 
     ``select`` picks the network in files that hold several: ``encoder_q`` (default) / ``encoder_k`` for MoPro, MoCo
     and PCL, ``base_encoder`` / ``momentum_encoder`` for MoCo v3, ``teacher`` (default) / ``student`` for DINO,
-    ``state_dict`` / ``state_dict_ema`` for timm. ``arch`` (e.g. ``resnet50x2``) is inferred when omitted and must
+    ``state_dict`` / ``state_dict_ema`` for timm, ``model`` / ``model_ema`` for ConvNeXt and wrapped timm files.
+    ``arch`` (e.g. ``resnet50x2``) is inferred when omitted and must
     agree with the file when given. ``check_values`` (default) refuses a backbone with NaN/Inf tensors or negative
     BatchNorm running variances; ``inspect`` turns it off to report them."""
     spec = str(spec)

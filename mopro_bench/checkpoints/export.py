@@ -3,6 +3,7 @@ ResNets; a timm state dict for ViT / ConvNeXt (and ResNets' torchvision names ar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ import torch
 from mopro_bench.checkpoints import LoadedCheckpoint
 from mopro_bench.checkpoints.detectron2 import export_detectron2
 from mopro_bench.errors import BenchError
-from mopro_bench.io import atomic_torch_save
+from mopro_bench.io import atomic_torch_save, atomic_write_bytes
 
 FORMATS = ("torchvision", "detectron2", "timm")
 # which backbone families each export format can hold
@@ -59,13 +60,34 @@ def timm_state_dict(ck: LoadedCheckpoint, with_classifier: bool = False) -> dict
     return sd
 
 
+def _timm_config(ck: LoadedCheckpoint, path: Path) -> None:
+    """A ViT whose number of attention heads is not the standard one of its width (MoCo v3's ViT-S: 12, not 6) cannot
+    be told from a bare state dict: write timm's ``config.json`` beside the file (the loader reads it back), refusing
+    to replace another one."""
+    from mopro_bench.backbones.vit import SIZES
+
+    if ck.family != "vit":
+        return
+    heads = int(ck.backbone.config["num_heads"])
+    if SIZES.get(int(ck.backbone.config["embed_dim"]), (None, None, heads))[2] == heads:
+        return
+    cfg_path = path.parent / "config.json"
+    text = json.dumps({"architecture": ck.arch, "model_args": {"num_heads": heads}}, indent=2) + "\n"
+    if cfg_path.exists() and cfg_path.read_text(errors="replace") != text:
+        raise BenchError(f"{ck.name} has {heads} attention heads, which a bare timm file cannot record, and {cfg_path} "
+                         "(where it would go) already exists", "export into an empty folder")
+    atomic_write_bytes(cfg_path, text.encode())
+
+
 def export(ck: LoadedCheckpoint, fmt: str, path: str | Path, with_classifier: bool = False) -> Path:
     if fmt in FORMAT_FAMILIES and ck.family not in FORMAT_FAMILIES[fmt]:
         fits = [f for f, fams in FORMAT_FAMILIES.items() if ck.family in fams]
         raise BenchError(f"--format {fmt} holds ResNets; {ck.name} is a {ck.family} ({ck.arch})",
                          f"use --format {' or '.join(fits)}")
     if fmt == "timm":
-        return atomic_torch_save(path, timm_state_dict(ck, with_classifier))
+        sd = timm_state_dict(ck, with_classifier)
+        _timm_config(ck, Path(path))
+        return atomic_torch_save(path, sd)
     if fmt == "torchvision":
         return export_torchvision(ck, path, with_classifier)
     if fmt == "detectron2":

@@ -5,23 +5,25 @@ from __future__ import annotations
 import json
 
 HELP = "show a checkpoint's format, architecture, heads, sha256 and coverage"
-DESCRIPTION = """Load a checkpoint the way `eval` does -- detect its layout, map it to torchvision ResNet names, verify that
-every backbone parameter and buffer is present with the right shape -- and report what was found: detected format,
-architecture and width, parameter count, heads (with their class space), sha256, input preprocessing and coverage
-(what was loaded, filled, kept as a head or left out). Nothing is loaded partially: a file that does not cover the
-backbone is an error naming the first offending keys. A file whose backbone holds NaN/Inf values or negative BatchNorm
-running variances is reported in full, with every bad tensor listed and the line "refused" (what `eval` would say),
-and inspect exits with 2. `--formats` lists the adapters."""
+DESCRIPTION = """Load a checkpoint the way `eval` does -- detect its layout, map it to torchvision ResNet names or timm names
+(ViT, ConvNeXt), verify that every backbone parameter and buffer is present with the right shape -- and report what was
+found: detected format, backbone family, architecture and width (a ViT's heads), parameter count, heads (with their
+class space), sha256, input preprocessing and coverage (what was loaded, filled, kept as a head or left out).
+Nothing is loaded partially: a file that does not cover the backbone is an error naming the first offending keys. A
+file whose backbone holds NaN/Inf values or negative BatchNorm running variances is reported in full, with every bad
+tensor listed and the line "refused" (what `eval` would say), and inspect exits with 2. `--formats` lists the
+adapters."""
 
 
 def add_checkpoint_args(p, required: bool = True) -> None:
     p.add_argument("--ckpt", required=required,
                    help="checkpoint file (or FILE#NETWORK, or random:ARCH); layout is detected")
-    p.add_argument("--arch", help="expected architecture (resnet18..152, resnet50x2/x4/x5); inferred when omitted, "
+    p.add_argument("--arch", help="expected architecture (resnet18..152, resnet50x2/x4/x5, vit_small_patch16_224, "
+                                  "convnext_tiny, ...); inferred when omitted, "
                                   "an error when it disagrees with the file")
     p.add_argument("--select", help="network in files that hold several: encoder_q (default) / encoder_k (MoPro, MoCo, "
                                     "PCL), base_encoder / momentum_encoder (MoCo v3), teacher (default) / student (DINO), "
-                                    "state_dict / state_dict_ema (timm)")
+                                    "state_dict / state_dict_ema (timm), model / model_ema (ConvNeXt, wrapped timm)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that needs arbitrary pickled code (only for files you trust)")
 
@@ -93,7 +95,8 @@ def print_text(r: dict) -> None:
     cov = r["coverage"]
     pre = r["preprocess"]
     width = (f"width {r['width']}" + (", stride in 1x1 (MSRA)" if r["stride_in_1x1"] else "") if r.get("family") == "resnet"
-             else f"family {r.get('family')}")
+             else f"family {r.get('family')}" + (f", {r['coverage']['architecture']['num_heads']} heads"
+                 if r.get("family") == "vit" and (r.get("coverage") or {}).get("architecture") else ""))
     others = [n for n in r["selectable"] if n != r["select"]]
     sel = f" (network {r['select']}; --select {' / '.join(others)} for the other)" if r["selectable"] else ""
     rows = [

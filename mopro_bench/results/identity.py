@@ -36,7 +36,9 @@ def identity(record: dict[str, Any], *, with_seed: bool) -> dict[str, Any]:
         "protocol": {"id": proto.get("id"), "version": str(proto.get("version", "")), "params": proto.get("params", {})},
         # a checkpoint without a file (``random:ARCH``, seeded) is identified by its spec
         "checkpoint": {"sha256": ck.get("sha256"), "select": ck.get("select"),
-                       **({} if ck.get("sha256") else {"spec": ck.get("path"), "arch": ck.get("arch")})},
+                       **({} if ck.get("sha256") else {"spec": ck.get("path"), "arch": ck.get("arch")}),
+                       # a config.json read beside a bare timm file changes the network (preprocessing, ViT heads)
+                       **({"hub_config": ck["hub_config"].get("sha256")} if isinstance(ck.get("hub_config"), dict) else {})},
         "options": exp.get("options") or {},
         "files": {k: (v or {}).get("sha256") for k, v in (exp.get("files") or {}).items()},
         "data": {

@@ -139,3 +139,38 @@ def test_export_timm_loads_strictly_into_timm_and_resnet_formats_refuse(cli, tmp
         code, _, err = cli("export", "--ckpt", f"random:{name}", "--format", fmt, "--out", str(tmp_path / "x.pkl"))
         assert code == 2 and "use --format timm" in err and "Traceback" not in err, err
         assert not (tmp_path / "x.pkl").exists()
+
+
+def test_export_timm_keeps_a_non_standard_head_count_and_the_config_counts_in_the_identity(cli, tmp_path):
+    """MoCo v3's ViT-S has 12 heads, which a bare timm file cannot say: export writes timm's config.json beside it, the
+    loader reads it back (same function), and the config's hash is part of the checkpoint identity (cache keys and
+    records), so editing it can never reuse features of the other network."""
+    from mopro_bench.backbones import build_family
+    from mopro_bench.checkpoints.export import export
+
+    cfg = dict(parse_any_arch("vit_small_patch16_224")[1], num_heads=12)
+    torch.manual_seed(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save(build_family("vit", cfg).state_dict(), src / "w.pth")
+    (src / "config.json").write_text('{"architecture": "vit_small_patch16_224", "model_args": {"num_heads": 12}}')
+    ck = load_checkpoint(src / "w.pth")
+    assert ck.backbone.config["num_heads"] == 12 and ck.identity.endswith("+config:" + ck.hub_config_sha256)
+    assert ck.record()["hub_config"]["sha256"] == ck.hub_config_sha256
+    out = tmp_path / "out" / "vit.pth"
+    out.parent.mkdir()
+    export(ck, "timm", out)
+    back = load_checkpoint(out)
+    assert back.backbone.config["num_heads"] == 12
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back.backbone.eval()(x), ck.backbone.eval()(x))
+    (out.parent / "config.json").write_text('{"architecture": "vit_small_patch16_224", "model_args": {"num_heads": 6}}')
+    six = load_checkpoint(out)
+    assert six.backbone.config["num_heads"] == 6 and six.identity != back.identity and six.sha256 == back.sha256
+    with pytest.raises(BenchError, match="already exists"):  # never replaces another config.json
+        export(ck, "timm", out)
+    from mopro_bench.results.identity import identity
+
+    assert identity({"checkpoint": six.record()}, with_seed=False)["checkpoint"] != \
+        identity({"checkpoint": back.record()}, with_seed=False)["checkpoint"]
