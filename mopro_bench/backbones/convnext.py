@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from timm.models.convnext import ConvNeXt
 
+from mopro_bench.backbones.timm_base import TimmBackboneMixin
 from mopro_bench.errors import BenchError
 
 # (depths, dims) -> name (ConvNeXt paper Table 9 / timm convnext_*; V2 sizes from the ConvNeXt V2 paper, use_grn)
@@ -82,37 +83,19 @@ def describe_convnext(trunk: dict[str, torch.Tensor]) -> dict[str, Any]:
             "conv_mlp": fc1 is not None and fc1.ndim == 4}
 
 
-class ConvNeXtBackbone(ConvNeXt):
+class ConvNeXtBackbone(TimmBackboneMixin, ConvNeXt):
     """timm's ConvNeXt with no classifier; ``forward`` = global average pool -> head LayerNorm."""
 
     family = "convnext"
     feature = "global average pool of the last stage through the head LayerNorm (timm pre-logits)"
-    supports_detection = False
 
     def __init__(self, cfg: dict[str, Any]):
         cfg = dict(cfg)
         cfg.setdefault("conv_mlp", False)
         super().__init__(depths=tuple(cfg["depths"]), dims=tuple(cfg["dims"]), use_grn=cfg["use_grn"],
                          ls_init_value=cfg["ls_init_value"], conv_mlp=cfg["conv_mlp"], num_classes=0)
-        self.cfg = cfg
-        self.feature_dim = int(cfg["dims"][-1])
-        self.arch = arch_name(cfg)
-        self.width = 1
+        self._init_backbone(cfg, cfg["dims"][-1], arch_name(cfg))
 
-    @property
-    def name(self) -> str:
-        return self.arch
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self.cfg)
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), pre_logits=True)
 
 
 def build_convnext(cfg: dict[str, Any]) -> ConvNeXtBackbone:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from mopro_bench.backbones.timm_base import TimmBackboneMixin
 from mopro_bench.errors import BenchError
 
 # embed_dim -> (size name, standard depth, heads)  (ViT paper Table 1; DeiT for tiny/small; timm's vit_* definitions)
@@ -116,12 +117,11 @@ def describe_vit(trunk: dict[str, torch.Tensor], num_heads: int | None = None) -
             "init_values": 1e-5 if "blocks.0.ls1.gamma" in trunk else None, "reg_tokens": reg_tokens}
 
 
-class VisionTransformerBackbone(VisionTransformer):
+class VisionTransformerBackbone(TimmBackboneMixin, VisionTransformer):
     """timm's ViT with no classifier (``num_classes=0``) and dynamic image size; ``forward`` = final-norm CLS token."""
 
     family = "vit"
     feature = "CLS token after the final LayerNorm (DINO eval, MoCo v3 linear probe)"
-    supports_detection = False
 
     def __init__(self, cfg: dict[str, Any]):
         cfg = dict(cfg)
@@ -129,25 +129,8 @@ class VisionTransformerBackbone(VisionTransformer):
                          depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"],
                          qkv_bias=cfg["qkv_bias"], init_values=cfg["init_values"], reg_tokens=cfg["reg_tokens"],
                          num_classes=0, global_pool="token", dynamic_img_size=True)
-        self.cfg = cfg
-        self.feature_dim = cfg["embed_dim"]
-        self.arch = arch_name(cfg)
-        self.width = 1
+        self._init_backbone(cfg, cfg["embed_dim"], arch_name(cfg))
 
-    @property
-    def name(self) -> str:
-        return self.arch
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self.cfg)
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), pre_logits=True)
 
     def block_outputs(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
         """The token sequences after each of the last ``n`` blocks, each through the final norm (DINO's
