@@ -1,5 +1,9 @@
 """ImageNet tasks: 1% / 10% semi-supervised finetuning, the linear probe, and scoring a checkpoint's own classifier.
 
+This module holds the Task objects and the helpers they share (samples, transforms, heads, record pieces); the protocol
+dataclasses, tables and checks are in :mod:`.protocols`, the ViT probe features and fine-tuning recipe in :mod:`.vit`,
+per-image hits in :mod:`.scoring`, the training loop in :mod:`.finetune` and the labelled subsets in :mod:`.subsets`.
+
 Tasks and protocols (``mopro-bench tasks`` lists them with their versions):
 
 * ``imagenet_1pct`` / ``imagenet_10pct`` -- finetune every layer on a labelled 1% / 10% of ImageNet train and score
@@ -67,45 +71,46 @@ fingerprinted into the record (``ctx.record_data``: ``imagenet/train-subset`` or
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 
 from mopro_bench.checkpoints import IMAGENET_COMPATIBLE, LoadedCheckpoint
 from mopro_bench.data.common import ImageList, eval_transform, interpolation_mode, normalize
-from mopro_bench.engine.precision import exact_fp32
-from mopro_bench.engine.precision import precision_autocast as _autocast
-from mopro_bench.engine.schedule import cosine_lr, step_lr
 from mopro_bench.errors import BenchError
 from mopro_bench.features import checkpoint_identity, extract_features
 from mopro_bench.io import sha256_lines
 from mopro_bench.metrics.classification import topk_accuracy
 from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
-from mopro_bench.runtime import all_gather_cat
-from mopro_bench.tasks.imagenet.finetune import (
-    ParamGroup,
-    SupervisedTrainer,
-    TrainConfig,
-    fit_linear_on_features,
-    repeated_aug_order,
-    warmup_cosine_lr,
+from mopro_bench.tasks.imagenet.finetune import ParamGroup, TrainConfig, fit_linear_on_features
+from mopro_bench.tasks.imagenet.protocols import (
+    IMAGENET_VAL_PROTOCOLS,
+    LINEAR_PROTOCOLS,
+    NUM_CLASSES,
+    WEBVISION_VAL_PROTOCOLS,
+    LinearFastProtocol,
+    LinearProtocol,
+    SemiSupProtocol,
+    ValProtocol,
+    ViTLinearProtocol,
+    ViTSemiSupProtocol,
+    check_report,
+    check_sizes,
+    semisup_protocols,
 )
+from mopro_bench.tasks.imagenet.scoring import KS, HitTrainer, linear_hits, per_image_record, topk_hits
+from mopro_bench.tasks.imagenet.scoring import evaluate_hits as evaluate_hits  # re-exported: tests/leaderboard import it here
 from mopro_bench.tasks.imagenet.subsets import LabelledSubset, as_released_epoch_order, resolve_as_released, resolve_subset
+from mopro_bench.tasks.imagenet.vit import ViTSetup, linear_schedule, probe_feature, probe_feature_id, vit_semisup_setup
 
-NUM_CLASSES = 1000
 SELECTION_LAST = "last epoch (best epoch reported as best_top1)"
 SELECTION_BEST = ("best epoch: top1/top5 are from the evaluated epoch with the highest val top-1 (chosen on val itself, "
                   "as the source reports); last_top1 is the last epoch's")
-REPORTS = ("best-epoch", "last-epoch")
 HEAD_FIX = ("train a linear head with `mopro-bench eval --ckpt CKPT --task imagenet_linear@fast --data IMAGENET "
             "--save-head head.pt`, then pass --head head.pt")
 UNITS = {"top1": "%", "top5": "%", "best_top1": "%", "last_top1": "%"}
@@ -122,227 +127,6 @@ def _definitions(what: str, report: str) -> dict[str, str]:
                      "epochs and the last); the epoch is chosen on val itself, so it is optimistic; "
                      "details.best_epoch says which epoch",
         "last_top1": "val top-1 (%) after the last epoch (no selection)",
-    }
-
-
-def _check_report(p: Any) -> None:
-    if p.report not in REPORTS:
-        raise BenchError(f"report={p.report!r} is unknown", f"use one of {', '.join(REPORTS)}")
-    if p.report == "best-epoch" and getattr(p, "eval_every", 1) < 1:
-        raise BenchError("report=best-epoch needs an evaluation every epoch or every few (eval_every >= 1)",
-                         "--set eval_every=1, or report=last-epoch")
-
-
-# ---------------------------------------------------------------------------------------------------------- protocols
-@dataclass(frozen=True)
-class SemiSupProtocol(Protocol):
-    """Finetune all layers on a labelled fraction of ImageNet train; score on the full val set."""
-
-    fraction: float = 0.01
-    subset_source: str = "file-or-seeded"  # "file" (SimCLR list required) | "seeded" | "file-or-seeded"
-    lr_backbone: float = 0.005
-    lr_head: float = 0.005
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    batch_size: int = 256  # global, over all GPUs; the lr is not scaled with the number of GPUs
-    epochs: int = 40
-    milestones: tuple[int, ...] = (20, 30)  # 0-based epochs from which lr *= gamma
-    gamma: float = 0.2
-    image_size: int = 224
-    resize: int = 256  # evaluation: Resize(resize) -> CenterCrop(image_size)
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop scale range (ratio 3/4..4/3)
-    hflip: bool = True
-    classifier_init: str = "checkpoint-or-fresh"  # "checkpoint-or-fresh" | "fresh"
-    head_init_std: float = 0.01  # fresh head (head_init="normal"): weight ~ normal(0, std), bias 0
-    # "normal" | "torch-default" (nn.Linear's own init: kaiming-uniform weight, uniform bias -- SwAV's eval_semisup.py
-    # builds its 2048->1000 head with nn.Linear and its init loop touches only conv/BatchNorm layers)
-    head_init: str = "normal"
-    backbone_bn: str = "train"  # BatchNorm statistics are updated while finetuning
-    sync_bn: bool = False  # SyncBatchNorm across GPUs (no effect on one GPU)
-    # images per BatchNorm group while training (0 = the whole per-process batch). MoPro finetune_imagenet.py runs DDP
-    # without SyncBN, 256 split over the GPUs: 32 per GPU on the 8-GPU setup (see num_ranks), so BN sees 32 images.
-    bn_batch: int = 32
-    label_smoothing: float = 0.0
-    precision: str = "fp32"  # the sources trained in fp32; "bf16" (autocast) is a different protocol (--set -> +hash)
-    eval_every: int = 1  # evaluate every N epochs (and after the last); the sources evaluate after every epoch
-    report: str = "best-epoch"  # top1/top5 = the evaluated epoch with the highest val top-1 | "last-epoch"
-    # subset_source="as-released" only: the number of DDP processes whose independent random subsets are reproduced
-    # (finetune_imagenet.py shuffles the train list inside every spawned process, unseeded); 0 otherwise
-    num_ranks: int = 0
-
-
-@dataclass(frozen=True)
-class LinearProtocol(Protocol):
-    """Linear classifier on the frozen backbone (BatchNorm in eval mode), trained on augmented images."""
-
-    lr: float = 30.0
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    epochs: int = 100
-    milestones: tuple[int, ...] = (60, 80)
-    gamma: float = 0.1
-    image_size: int = 224
-    resize: int = 256
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    hflip: bool = True
-    head_init_std: float = 0.01
-    backbone_bn: str = "eval"  # frozen backbone, BatchNorm running statistics not updated
-    precision: str = "fp32"  # MoCo main_lincls.py trains and evaluates in fp32
-    eval_every: int = 1  # main_lincls.py validates after every epoch
-    report: str = "best-epoch"  # main_lincls.py reports best_acc1, the highest val top-1 over the 100 epochs
-
-
-@dataclass(frozen=True)
-class LinearFastProtocol(Protocol):
-    """Linear softmax head trained on cached centre-crop features (no augmentation)."""
-
-    image_size: int = 224
-    resize: int = 256
-    features: str = "pooled backbone output, BatchNorm eval, Resize(resize)+CenterCrop(image_size), cached"
-    feature_norm: str = "standardize"  # per-dimension train mean/std, folded into the saved head
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9  # used by optimizer=sgd only
-    weight_decay: float = 0.0
-    batch_size: int = 1024
-    epochs: int = 30
-    schedule: str = "cosine"  # per step, to 0
-    head_init: str = "zeros"
-    eval_every: int = 1  # cheap on cached features
-    eval_rule: str = "last epoch; best evaluated epoch reported separately as best_top1"
-    report: str = "last-epoch"  # the project's own protocol: no selection on val
-
-
-@dataclass(frozen=True)
-class ViTLinearProtocol(LinearProtocol):
-    """Linear classifier on a frozen ViT's token feature with a per-epoch cosine schedule (DINO, MoCo v3).
-
-    Only the protocols of this class have these fields (the ResNet protocols' constants stay as they were)."""
-
-    milestones: tuple[int, ...] = ()  # unused: schedule=cosine
-    gamma: float = 1.0  # unused: schedule=cosine
-    # per epoch, base -> 0 over `epochs`: lr_e = lr (1 + cos(pi e / epochs)) / 2 (dino eval_linear.py
-    # CosineAnnealingLR(epochs, eta_min=0) stepped after every epoch; moco-v3 main_lincls.py adjust_learning_rate)
-    schedule: str = "cosine"
-    # "cls" = the backbone's forward (CLS token after the final norm, MoCo v3) | "last-blocks" (DINO's linear-probe
-    # feature: the CLS tokens of the last n_last_blocks blocks, each through the final norm, concatenated)
-    feature: str = "cls"
-    n_last_blocks: int = 1  # feature=last-blocks only
-    avgpool_patchtokens: bool = False  # feature=last-blocks only: interleave the mean patch token (DINO ViT-B)
-    train_interpolation: str = "bilinear"  # RandomResizedCrop's (torchvision's default in both sources)
-    eval_interpolation: str = "bilinear"  # Resize(resize)'s: DINO bicubic (interpolation=3), MoCo v3 bilinear
-
-
-@dataclass(frozen=True)
-class ViTSemiSupProtocol(SemiSupProtocol):
-    """Finetune a ViT end to end on a labelled fraction with iBOT's semi-supervised recipe (DeiT's training
-    pipeline in ``ibot/evaluation/semi_supervised/eval_cls.py``, as ``run.sh imagenet_semi_cls`` calls it).
-
-    The inherited SGD/step/BatchNorm fields keep their meaning: with optimizer=adamw, ``momentum``/``nesterov`` are
-    unused; with schedule=warmup-cosine, ``milestones``/``gamma`` are unused; a ViT has no BatchNorm (bn_batch 0)."""
-
-    subset_source: str = "file"  # SimCLR's 1% / 10% lists (ibot evaluation/README.md: "the data split defined in SimCLRv2")
-    # run.sh imagenet_semi_cls --lr 5e-6, scaled in eval_cls.py by batch / 512 (linear_scaled_lr): 5e-6 x 1024 / 512
-    lr_backbone: float = 1e-5
-    lr_head: float = 1e-5
-    weight_decay: float = 0.05  # eval_cls.py --weight-decay default; none on biases and 1-d tensors (timm filter)
-    batch_size: int = 1024  # eval_cls.py --batch-size 128 per GPU x 8 GPUs (run.sh ... 8)
-    epochs: int = 1000  # evaluation/README.md: --epochs 1000
-    milestones: tuple[int, ...] = ()
-    gamma: float = 1.0
-    classifier_init: str = "fresh"
-    head_init_std: float = 0.02  # trunc_normal(std=0.02), bias 0 (the ViT's _init_weights applied to the head)
-    head_init: str = "trunc-normal"
-    bn_batch: int = 0
-    label_smoothing: float = 0.1  # eval_cls.py --smoothing, applied through mixup's soft targets
-    optimizer: str = "adamw"  # eval_cls.py --opt adamw (timm create_optimizer -> torch AdamW)
-    betas: tuple[float, float] = (0.9, 0.999)  # --opt-betas None: AdamW's defaults
-    eps: float = 1e-8  # --opt-eps
-    # timm CosineLRScheduler per epoch (create_scheduler, --sched cosine): warm-up from warmup_lr over warmup_epochs,
-    # then cosine from lr to min_lr over `epochs`; eval_cls.py steps it *after* each epoch (lr_scheduler.step(epoch)),
-    # so epoch e trains at the schedule's value for e - lr_step_lag (never below t = 0)
-    schedule: str = "warmup-cosine"
-    warmup_epochs: int = 5  # --warmup-epochs
-    warmup_lr: float = 1e-6  # --warmup-lr
-    min_lr: float = 1e-5  # --min-lr (equal to the scaled lr at batch 1024: after the warm-up the lr stays at 1e-5)
-    lr_step_lag: int = 1
-    drop_path: float = 0.1  # --drop-path, stochastic depth rising linearly over the blocks (0 .. 0.1)
-    # the classifier: "projection-1" (--finetune_head_layer 1: the pretrained projection head's first Linear + GELU,
-    # then a fresh Linear to the classes; a fresh first layer when the checkpoint has no such projection head) |
-    # "linear" (--finetune_head_layer 0: one fresh Linear on the CLS token)
-    head: str = "projection-1"
-    head_hidden: int = 2048  # the projection head's hidden width (DINO/iBOT heads: 2048)
-    train_interpolation: str = "bicubic"  # --train-interpolation
-    eval_interpolation: str = "bicubic"  # build_transform: Resize(int(256 / 224 * input_size), interpolation=3)
-    auto_augment: str = "rand-m9-mstd0.5-inc1"  # --aa (timm RandAugment; colour jitter is off when it is on)
-    color_jitter: float = 0.4  # --color-jitter (unused while auto_augment is set, as in timm)
-    reprob: float = 0.25  # --reprob: random erasing after normalisation
-    remode: str = "pixel"  # --remode
-    recount: int = 1  # --recount
-    mixup: float = 0.8  # --mixup (alpha)
-    cutmix: float = 1.0  # --cutmix (alpha)
-    mixup_prob: float = 1.0  # --mixup-prob
-    mixup_switch_prob: float = 0.5  # --mixup-switch-prob
-    mixup_mode: str = "batch"  # --mixup-mode
-    # repeated augmentation (--repeated-aug, DeiT's RASampler): every image 3 times per epoch, dealt over ra_ranks
-    # processes, each keeping (n // ra_round * ra_round) / ra_ranks items; the loader drops its last partial batch
-    repeated_aug: int = 3
-    ra_ranks: int = 8
-    ra_round: int = 256
-
-
-@dataclass(frozen=True)
-class ValProtocol(Protocol):
-    """The checkpoint's own classifier scored on a val set with a centre crop."""
-
-    image_size: int = 224
-    resize: int = 256
-    class_spaces: tuple[str, ...] = IMAGENET_COMPATIBLE
-
-
-# The GPU count of MoPro's released finetuning: finetune_imagenet.py spawns one process per visible GPU
-# (torch.cuda.device_count(), `--multiprocessing-distributed` as in the README command) and splits the batch of 256 over
-# them; the README names "a 4-gpu or 8-gpu machine" (section "Training"; salesforce/MoPro README.md @155cae3) and the
-# detection README trains with `--num-gpus 8`. The as-released protocol reproduces the 8-GPU case; --set num_ranks=4
-# bn_batch=64 gives the 4-GPU one (a +hash protocol id).
-AS_RELEASED_RANKS = 8
-
-
-def _semisup(fraction: float) -> dict[str, SemiSupProtocol]:
-    pct = "1%" if fraction == 0.01 else "10%"
-    swav_lrs = (0.02, 5.0) if fraction == 0.01 else (0.01, 0.2)
-    mopro = SemiSupProtocol(
-        name="mopro", version="2", families=("resnet",),
-        description=f"finetune all layers on one {pct} subset of ImageNet (MoPro's recipe): lr 0.005, 40 ep, x0.2 at "
-                    "20/30, BN groups of 32, fp32, init from the checkpoint's ImageNet-space classifier when present; "
-                    "top-1 = best of the 40 epochs (evaluated every epoch, as MoPro reports)",
-        fraction=fraction)
-    return {
-        "mopro": mopro,
-        "mopro-as-released": dataclasses.replace(
-            mopro, name="mopro-as-released", version="1",
-            description=f"as MoPro's released finetune_imagenet.py ran on {AS_RELEASED_RANKS} GPUs: each of the "
-                        f"{AS_RELEASED_RANKS} processes draws its own random {pct} of ImageNet train (seeded here) and "
-                        "trains on its share of it; otherwise as @mopro. The protocol of the published 1%/10% numbers",
-            subset_source="as-released", num_ranks=AS_RELEASED_RANKS),
-        "swav": SemiSupProtocol(
-            name="swav", version="2", families=("resnet",),
-            description=f"finetune all layers on the SimCLR {pct} list (SwAV): lr {swav_lrs[0]} backbone / "
-                        f"{swav_lrs[1]:g} head, 20 ep, x0.2 at 12/16, SyncBN, fp32; top-1 = best epoch (as SwAV reports)",
-            fraction=fraction, subset_source="file", lr_backbone=swav_lrs[0], lr_head=swav_lrs[1], epochs=20,
-            milestones=(12, 16), gamma=0.2, classifier_init="fresh", head_init="torch-default", sync_bn=True,
-            bn_batch=0),
-        "ibot": ViTSemiSupProtocol(
-            name="ibot", version="1", families=("vit",),
-            description=f"finetune a ViT on the SimCLR {pct} list with iBOT's semi-supervised recipe (DeiT pipeline): "
-                        "AdamW lr 1e-5 (5e-6 x 1024/512), wd 0.05, 1000 ep, 5 warm-up ep, RandAugment, mixup 0.8 / "
-                        "cutmix 1.0, label smoothing 0.1, random erasing 0.25, repeated aug x3, drop path 0.1, head from "
-                        "the projection head's first layer; top-1 = best epoch. Differs from the source in fp32 "
-                        "arithmetic (the source: fp16 autocast) and no weight EMA (kept there, never evaluated)",
-            fraction=fraction),
     }
 
 
@@ -376,12 +160,6 @@ def _train_transform(p: SemiSupProtocol | LinearProtocol, ck: LoadedCheckpoint, 
     return T.Compose([*ops, T.ToTensor(), normalize(ck.preprocess)])
 
 
-def _check_sizes(p: Any) -> None:
-    if p.image_size < 8 or p.resize < p.image_size:
-        raise BenchError(f"image_size={p.image_size}, resize={p.resize}: need image_size >= 8 and resize >= image_size",
-                         "e.g. --set image_size=224 resize=256")
-
-
 def _fresh_head(dim: int, std: float) -> nn.Linear:
     head = nn.Linear(dim, NUM_CLASSES)
     nn.init.normal_(head.weight, 0.0, std)
@@ -398,66 +176,6 @@ class ClassifierNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
-
-
-class LastBlocksFeature(nn.Module):
-    """DINO's linear-probe feature of a ViT (``eval_linear.py``): ``backbone.last_blocks_feature(x, n, avgpool)`` --
-    the CLS tokens of the last ``n`` blocks, each through the final norm, concatenated (with ``avgpool``, n = 1:
-    interleaved with the mean patch token). ``feature_dim`` = D x (n + avgpool)."""
-
-    def __init__(self, backbone: nn.Module, n: int, avgpool: bool):
-        super().__init__()
-        if not hasattr(backbone, "last_blocks_feature"):
-            raise BenchError(f"feature=last-blocks needs a ViT; this backbone is a {getattr(backbone, 'family', '?')}",
-                             "use a ViT checkpoint, or imagenet_linear@fast")
-        depth = len(backbone.blocks)
-        if not 1 <= n <= depth:
-            raise BenchError(f"n_last_blocks={n} but the ViT has {depth} blocks", f"--set n_last_blocks=1..{depth}")
-        if avgpool and n != 1:
-            raise BenchError("avgpool_patchtokens needs n_last_blocks=1 (DINO interleaves one CLS with the mean token)",
-                             "--set n_last_blocks=1")
-        self.backbone, self.n, self.avgpool = backbone, int(n), bool(avgpool)
-        self.feature_dim = int(backbone.feature_dim) * (self.n + int(self.avgpool))
-        self.feature = (f"CLS tokens of the last {n} blocks, each through the final norm, concatenated" if n > 1 else
-                        "CLS token of the last block through the final norm") + \
-            (", interleaved with the mean patch token (DINO eval_linear.py)" if avgpool else " (DINO eval_linear.py)")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.last_blocks_feature(x, self.n, self.avgpool)
-
-
-PROBE_FEATURES = ("cls", "last-blocks")
-
-
-def probe_feature_id(p: Protocol) -> str:
-    """What a linear head trained under ``p`` reads (the ``feature`` of its head file): ``pooled`` (the backbone's
-    forward; also DINO's n_last_blocks=1 without avgpool, which is the same tensor) or ``dino-last<n>-cls[-avgpool]``."""
-    if isinstance(p, ViTLinearProtocol) and p.feature == "last-blocks":
-        if p.n_last_blocks == 1 and not p.avgpool_patchtokens:
-            return "pooled"
-        return f"dino-last{p.n_last_blocks}-cls" + ("-avgpool" if p.avgpool_patchtokens else "")
-    return "pooled"
-
-
-def probe_feature(backbone: nn.Module, p: ViTLinearProtocol) -> nn.Module:
-    """The frozen module whose output the linear head of ``p`` reads (``feature_dim`` set)."""
-    if p.feature not in PROBE_FEATURES:
-        raise BenchError(f"feature={p.feature!r} is unknown", f"use one of: {', '.join(PROBE_FEATURES)}")
-    if p.feature == "cls":
-        return backbone
-    return LastBlocksFeature(backbone, p.n_last_blocks, p.avgpool_patchtokens)
-
-
-def _linear_schedule(p: ViTLinearProtocol):
-    """The LR of an epoch under ``p.schedule``: ``cosine`` (per epoch, to 0 at ``epochs``) or ``step`` (milestones)."""
-    if p.schedule == "cosine":
-        if p.milestones:
-            raise BenchError(f"milestones={list(p.milestones)} apply only with schedule=step",
-                             "--set milestones=[] (cosine), or schedule=step")
-        return lambda base, epoch: cosine_lr(base, epoch, p.epochs)
-    if p.schedule == "step":
-        return lambda base, epoch: step_lr(base, epoch, p.milestones, p.gamma)
-    raise BenchError(f"schedule={p.schedule!r} is unknown", "use cosine or step")
 
 
 def _fit_summary(fit: Any, report: str = "last-epoch") -> tuple[dict[str, float], dict[str, Any]]:
@@ -489,105 +207,6 @@ def _record_images(ctx: RunContext, dataset_id: str, samples: list[tuple[Path, i
                                                   names=[_rel(q, root) for q, _ in samples]))
 
 
-# ------------------------------------------------------------------------------------------------------- per-image hits
-KS = (1, 5)
-
-
-def topk_hits(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = KS) -> torch.Tensor:
-    """``bool [N, len(ks)]``: whether each row's target is among its k highest logits -- the ``torch.topk`` rule of
-    :func:`mopro_bench.metrics.classification.topk_correct` (same ties, k clipped to the number of classes)."""
-    c = logits.shape[1]
-    top = logits.topk(min(max(ks), c), dim=1).indices
-    hit = top.eq(targets.to(top.device).view(-1, 1)).cumsum(dim=1).clamp_(max=1).bool()
-    return torch.stack([hit[:, min(k, c) - 1] for k in ks], dim=1)
-
-
-def per_image_record(ids: list[str], hits: np.ndarray, source: str) -> dict[str, Any]:
-    """``details.per_image`` of ``hits`` (``[N, len(KS)]``, rows in the order of ``ids``), the format ``compare`` reads."""
-    hits = np.asarray(hits, dtype=np.uint8)
-    if hits.shape != (len(ids), len(KS)):
-        raise ValueError(f"hits {hits.shape} do not match {len(ids)} ids")
-    return {"ids_sha256": sha256_lines(list(ids)), "n": len(ids), "source": source,
-            **{f"top{k}": {"correct": hits[:, j].tolist()} for j, k in enumerate(KS)}}
-
-
-@dataclass
-class HitEval:
-    top1: float
-    top5: float
-    n: int
-    hits: np.ndarray | None  # uint8 [n, len(KS)] in dataset order; None if the ranks' shards did not cover the set
-
-
-@torch.no_grad()
-def evaluate_hits(model: nn.Module, dataset: Dataset, device: torch.device, *, batch_size: int, workers: int = 0,
-                  progress: bool = True, desc: str = "eval", precision: str = "fp32") -> HitEval:
-    """Top-1/top-5 (percent) of ``model`` (eval mode) on ``dataset`` of ``(x, label, index)`` plus each image's hits.
-
-    The same computation as :func:`mopro_bench.tasks.imagenet.finetune.evaluate_model` (shard ``rank::world``, ``precision`` as in
-    training, channels_last on CUDA, ``torch.topk`` on float logits); the hits of all ranks are gathered and placed by the
-    dataset index each item carries, so the vector is in dataset order whatever the sharding.
-    """
-    from tqdm.auto import tqdm
-
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module
-    was_training = model.training
-    model.eval()
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    loader = DataLoader(Subset(dataset, list(range(rank, len(dataset), world))), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, pin_memory=device.type == "cuda")
-    idx_parts, hit_parts = [torch.zeros(0, dtype=torch.long, device=device)], [torch.zeros(0, len(KS), dtype=torch.uint8,
-                                                                                            device=device)]
-    amp = _autocast(device, precision)
-    for x, y, index in tqdm(loader, desc=desc, disable=not (progress and rank == 0), leave=False):
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.to(memory_format=torch.channels_last)
-        with amp, exact_fp32(device, precision):
-            logits = model(x)
-        hit_parts.append(topk_hits(logits.float(), y.to(device)).to(torch.uint8))
-        idx_parts.append(torch.as_tensor(index, dtype=torch.long, device=device))
-    model.train(was_training)
-    idx, hits = torch.cat(idx_parts), torch.cat(hit_parts)
-    if world > 1:  # shards differ in length by at most one: pad, gather, drop the padding
-        size = all_gather_cat(torch.tensor([idx.numel()], dtype=torch.long, device=device))
-        pad = int(size.max()) - idx.numel()
-        idx = all_gather_cat(torch.cat([idx, torch.full((pad,), -1, dtype=torch.long, device=device)]))
-        hits = all_gather_cat(torch.cat([hits, torch.zeros(pad, len(KS), dtype=torch.uint8, device=device)]))
-        keep = idx >= 0
-        idx, hits = idx[keep], hits[keep]
-    idx_np, hits_np = idx.cpu().numpy(), hits.cpu().numpy()
-    n = len(idx_np)
-    if n == 0:
-        raise BenchError("the evaluation set is empty", "check the val split of the dataset")
-    counts = hits_np.sum(0)
-    ordered: np.ndarray | None = None
-    if n == len(dataset) and np.array_equal(np.sort(idx_np), np.arange(n)):
-        ordered = np.empty_like(hits_np)
-        ordered[idx_np] = hits_np
-    return HitEval(top1=100.0 * float(counts[0]) / n, top5=100.0 * float(counts[1]) / n, n=n, hits=ordered)
-
-
-class HitTrainer(SupervisedTrainer):
-    """:class:`SupervisedTrainer` whose evaluations also keep each val image's hits (:func:`evaluate_hits`), in
-    order (``evals``); ``last`` is the latest evaluation."""
-
-    last: HitEval | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.evals: list[HitEval] = []
-
-    def _evaluate(self, model: nn.Module, device: torch.device, desc: str) -> dict[str, float]:
-        bs = self.eval_batch_size or self.ctx.batch_size or (256 if device.type == "cuda" else 64)
-        self.last = evaluate_hits(model, self.eval_set, device, batch_size=bs, workers=self.ctx.workers,
-                                  progress=self.ctx.progress, desc=desc, precision=self.cfg.precision)
-        self.evals.append(self.last)
-        return {"top1": self.last.top1, "top5": self.last.top5, "eval_n": self.last.n}
-
-
 def _trainer_per_image(trainer: HitTrainer, fit: Any, ids: list[str], details: dict[str, Any]) -> None:
     """Put the hits of the evaluation the metrics report (``details.reported_epoch``) into ``details.per_image``, or say
     in ``details.per_image_skipped`` why not."""
@@ -608,241 +227,6 @@ def _trainer_per_image(trainer: HitTrainer, fit: Any, ids: list[str], details: d
         details["per_image"] = per_image_record(ids, chosen.hits, f"val evaluation after epoch {epoch}")
 
 
-@torch.no_grad()
-def _linear_hits(weight: torch.Tensor, bias: torch.Tensor, feats: np.ndarray, labels: list[int],
-                 device: torch.device | str = "cpu", chunk: int = 8192) -> np.ndarray:
-    """uint8 ``[N, len(KS)]`` hits of the linear classifier ``feats @ weight.T + bias``."""
-    w, b = weight.float().to(device), bias.float().to(device)
-    y = torch.as_tensor(labels, dtype=torch.long)
-    out = []
-    for s in range(0, feats.shape[0], chunk):
-        x = torch.from_numpy(np.ascontiguousarray(feats[s:s + chunk])).float().to(device)
-        out.append(topk_hits(x @ w.T + b, y[s:s + chunk]).to(torch.uint8).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, len(KS)), np.uint8)
-
-
-# ------------------------------------------------------------------------------------------- ViT semi-supervised recipe
-class ProjectionClassifier(nn.Module):
-    """iBOT's classifier with ``--finetune_head_layer 1`` (``ClassProjHead``, 3-layer projection head, no norm):
-    the projection head's first ``Linear(D, hidden)`` + GELU, then a ``Linear(hidden, classes)``."""
-
-    def __init__(self, dim: int, hidden: int, num_classes: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU())
-        self.cls_head = nn.Linear(hidden, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cls_head(self.mlp(x))
-
-
-HEADS = ("projection-1", "linear")
-
-
-def _trunc_normal_init(module: nn.Module, std: float) -> None:
-    """The ViTs' ``_init_weights`` on a head: every Linear weight trunc_normal(0, std) in [-2, 2], bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-def vit_semisup_head(p: ViTSemiSupProtocol, ck: LoadedCheckpoint) -> tuple[nn.Module, dict[str, Any]]:
-    """The classifier of ``p.head`` and how it was initialised. ``projection-1`` takes its first layer from the
-    checkpoint's projection head (``mlp.0``, DINO / iBOT) when its shape fits, as eval_cls.py's non-strict load of the
-    pretrained weights does; otherwise that layer stays fresh, and ``text`` says so."""
-    if p.head not in HEADS:
-        raise BenchError(f"head={p.head!r} is unknown", f"use one of: {', '.join(HEADS)}")
-    if p.head_init != "trunc-normal":
-        raise BenchError(f"head_init={p.head_init!r} is unknown for the ViT recipe", "use trunc-normal")
-    dim = ck.backbone.feature_dim
-    if p.head == "linear":
-        lin = nn.Linear(dim, NUM_CLASSES)
-        _trunc_normal_init(lin, p.head_init_std)
-        return lin, {"rule": p.head, "rule_applied": "fresh",
-                     "text": f"fresh Linear({dim}, {NUM_CLASSES}) on the CLS token, trunc_normal(0, {p.head_init_std:g})"}
-    if p.head_hidden < 1:
-        raise BenchError(f"head_hidden={p.head_hidden} is not positive", "--set head_hidden=2048")
-    head = ProjectionClassifier(dim, p.head_hidden, NUM_CLASSES)
-    _trunc_normal_init(head, p.head_init_std)
-    proj = ck.heads.get("projection")
-    w = proj.state_dict.get("mlp.0.weight") if proj is not None else None
-    b = proj.state_dict.get("mlp.0.bias") if proj is not None else None
-    if w is not None and tuple(w.shape) == (p.head_hidden, dim) and (b is None or tuple(b.shape) == (p.head_hidden,)):
-        if proj.nonfinite:
-            raise BenchError(f"checkpoint {ck.name}: its projection head holds NaN/Inf values ({', '.join(proj.nonfinite)})",
-                             "use another checkpoint of the run, or --set head=linear")
-        with torch.no_grad():
-            head.mlp[0].weight.copy_(w)
-            if b is not None:
-                head.mlp[0].bias.copy_(b)
-        return head, {"rule": p.head, "rule_applied": "checkpoint-projection",
-                      "text": f"first layer Linear({dim}, {p.head_hidden}) from the checkpoint's projection head (mlp.0), "
-                              f"GELU, fresh Linear({p.head_hidden}, {NUM_CLASSES})"}
-    why = ("the checkpoint has no projection head" if proj is None else
-           f"its projection head has no mlp.0 of shape [{p.head_hidden}, {dim}]")
-    return head, {"rule": p.head, "rule_applied": "fresh",
-                  "text": f"fresh Linear({dim}, {p.head_hidden}) + GELU + Linear({p.head_hidden}, {NUM_CLASSES}), "
-                          f"trunc_normal(0, {p.head_init_std:g}): {why}"}
-
-
-def set_drop_path(vit: nn.Module, rate: float) -> list[float]:
-    """Stochastic depth on a timm ViT's blocks, rising linearly from 0 (first block) to ``rate`` (last), the rule of
-    timm's, DINO's and iBOT's ViTs (``torch.linspace(0, rate, depth)``); active in train mode only."""
-    from timm.layers import DropPath
-
-    if not 0.0 <= rate < 1.0:
-        raise BenchError(f"drop_path={rate} is outside [0, 1)", "--set drop_path=0.1")
-    rates = [float(r) for r in torch.linspace(0, rate, len(vit.blocks))]  # float32, as the sources compute them
-    for blk, r in zip(vit.blocks, rates):
-        blk.drop_path1 = DropPath(r) if r > 0 else nn.Identity()
-        blk.drop_path2 = DropPath(r) if r > 0 else nn.Identity()
-    return rates
-
-
-def vit_param_groups(backbone: nn.Module, head: nn.Module, lr_backbone: float, lr_head: float,
-                     weight_decay: float) -> list[ParamGroup]:
-    """AdamW groups as timm's ``create_optimizer`` (``filter_bias_and_bn``) builds them for iBOT's model: no weight
-    decay on biases and 1-d tensors (norms, layer scales); everything else decays -- including ``pos_embed`` and
-    ``cls_token``, because iBOT's VisionTransformer has no ``no_weight_decay()`` list for timm to read."""
-    groups = []
-    for name, module, lr in (("backbone", backbone, lr_backbone), ("head", head, lr_head)):
-        decay, no_decay = [], []
-        for k, q in module.named_parameters():
-            if q.requires_grad:
-                (no_decay if q.ndim <= 1 or k.endswith(".bias") else decay).append(q)
-        groups += [ParamGroup(name, decay, lr, weight_decay), ParamGroup(f"{name}-no-wd", no_decay, lr, 0.0)]
-    return [g for g in groups if g.params]
-
-
-def vit_train_transform(p: ViTSemiSupProtocol, ck: LoadedCheckpoint) -> T.Compose:
-    """DeiT's training transform (timm ``create_transform``): RandomResizedCrop (``train_interpolation``) + flip,
-    RandAugment ``auto_augment`` (colour jitter when there is none), tensor, the checkpoint's normalisation, random
-    erasing (``reprob``, ``remode``, ``recount``) on the normalised tensor."""
-    from timm.data import create_transform
-    from timm.data.random_erasing import RandomErasing
-
-    if p.train_interpolation not in ("bilinear", "bicubic"):
-        raise BenchError(f"train_interpolation={p.train_interpolation!r} is not supported", "use bicubic or bilinear")
-    try:
-        primary, secondary, _ = create_transform(
-            input_size=p.image_size, is_training=True, scale=tuple(p.crop_scale), hflip=0.5 if p.hflip else 0.0,
-            color_jitter=p.color_jitter, auto_augment=p.auto_augment or None, interpolation=p.train_interpolation,
-            mean=tuple(ck.preprocess.mean), std=tuple(ck.preprocess.std), separate=True)
-    except (AssertionError, ValueError, KeyError) as e:
-        raise BenchError(f"auto_augment={p.auto_augment!r} is not a timm augmentation policy ({e})",
-                         "e.g. --set auto_augment=rand-m9-mstd0.5-inc1 (or \"\" for none)") from None
-    ops: list[Any] = [*primary.transforms, *secondary.transforms, T.ToTensor(), normalize(ck.preprocess)]
-    if p.reprob > 0:
-        ops.append(RandomErasing(p.reprob, mode=p.remode, max_count=p.recount, device="cpu"))
-    return T.Compose(ops)
-
-
-def vit_mixup(p: ViTSemiSupProtocol, seed: int):
-    """timm's Mixup/CutMix with label smoothing as a batch transform (soft targets), or None when both are off.
-
-    Its draws (lambda, mixup or cutmix, the box) come from a numpy stream of its own, seeded by ``(seed, epoch,
-    step)`` and the same on every process -- as in the source, whose processes all seed numpy with one seed
-    (``utils.fix_random_seeds``) -- so a resumed run draws what an uninterrupted one would. ``start_epoch(e)`` is
-    called with each epoch's data order."""
-    if p.mixup <= 0 and p.cutmix <= 0:
-        return None
-    from timm.data import Mixup
-
-    mix = Mixup(mixup_alpha=p.mixup, cutmix_alpha=p.cutmix, prob=p.mixup_prob, switch_prob=p.mixup_switch_prob,
-                mode=p.mixup_mode, label_smoothing=p.label_smoothing, num_classes=NUM_CLASSES)
-    where = {"epoch": 0, "step": 0}
-
-    def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.shape[0] % 2:
-            raise BenchError(f"mixup/cutmix pair the images of a batch, and this process's batch has {x.shape[0]}",
-                             "use an even per-process batch (--set batch_size=...)")
-        saved = np.random.get_state()
-        np.random.seed(np.random.SeedSequence([int(seed), where["epoch"], where["step"], 0x317]).generate_state(1)[0])
-        try:
-            return mix(x, y)
-        finally:
-            np.random.set_state(saved)
-            where["step"] += 1
-
-    def start_epoch(epoch: int) -> None:
-        where.update(epoch=int(epoch), step=0)
-
-    transform.start_epoch = start_epoch  # type: ignore[attr-defined]
-    return transform
-
-
-@dataclass
-class ViTSetup:
-    head: nn.Module
-    init_info: dict[str, Any]
-    train_transform: Any
-    val_transform: Any
-    config: TrainConfig
-    groups: list[ParamGroup]
-    lr_schedule: Any
-    epoch_order: Any
-    batch_transform: Any
-    details: dict[str, Any]
-
-
-def vit_semisup_setup(p: ViTSemiSupProtocol, ck: LoadedCheckpoint, backbone: nn.Module, n_train: int,
-                      seed: int) -> ViTSetup:
-    """Everything :class:`ViTSemiSupProtocol` changes in the finetuning run (``backbone`` is the run's own copy)."""
-    if p.schedule != "warmup-cosine":
-        raise BenchError(f"schedule={p.schedule!r} is unknown for the ViT recipe", "use warmup-cosine")
-    if p.milestones:
-        raise BenchError(f"milestones={list(p.milestones)} do not apply to schedule=warmup-cosine", "--set milestones=[]")
-    if p.warmup_epochs < 0 or p.lr_step_lag < 0:
-        raise BenchError("warmup_epochs and lr_step_lag must be >= 0", "--set warmup_epochs=5 lr_step_lag=1")
-    if p.repeated_aug < 1 or p.ra_ranks < 1 or p.ra_round < 1:
-        raise BenchError("repeated_aug, ra_ranks and ra_round must be >= 1", "--set repeated_aug=3 ra_ranks=8 ra_round=256")
-    if p.batch_size % p.ra_ranks:
-        raise BenchError(f"batch_size={p.batch_size} does not split over ra_ranks={p.ra_ranks} processes",
-                         "use a batch size that is a multiple of ra_ranks")
-    if p.subset_source == "as-released":
-        raise BenchError("subset_source=as-released reproduces MoPro's ResNet script, not this ViT recipe",
-                         "--set subset_source=file (the SimCLR list) or seeded")
-    if p.sync_bn or p.bn_batch:
-        raise BenchError("a ViT has no BatchNorm: sync_bn and bn_batch do not apply", "--set sync_bn=false bn_batch=0")
-    rates = set_drop_path(backbone, p.drop_path)
-    head, init_info = vit_semisup_head(p, ck)
-    mixup = vit_mixup(p, seed)
-    cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, momentum=p.momentum, nesterov=p.nesterov,
-                      eval_every=p.eval_every, label_smoothing=0.0 if mixup is not None else p.label_smoothing,
-                      precision=p.precision, bn_batch=0, optimizer=p.optimizer, betas=tuple(p.betas), eps=p.eps)
-    groups = vit_param_groups(backbone, head, p.lr_backbone, p.lr_head, p.weight_decay)
-
-    def lr_schedule(base: float, epoch: int) -> float:
-        return warmup_cosine_lr(base, max(epoch - p.lr_step_lag, 0), epochs=p.epochs, warmup_epochs=p.warmup_epochs,
-                                warmup_lr=p.warmup_lr, min_lr=p.min_lr)
-
-    per_rank = p.batch_size // p.ra_ranks
-
-    def epoch_order(epoch: int) -> list[int]:
-        if mixup is not None:
-            mixup.start_epoch(epoch)
-        return repeated_aug_order(n_train, epoch, seed, repeats=p.repeated_aug, ranks=p.ra_ranks,
-                                  per_rank_batch=per_rank, round_to=p.ra_round)
-
-    steps = len(repeated_aug_order(n_train, 0, seed, repeats=p.repeated_aug, ranks=p.ra_ranks, per_rank_batch=per_rank,
-                                   round_to=p.ra_round)) // p.batch_size
-    if steps == 0:
-        raise BenchError(f"{n_train} labelled images give no full batch of {p.batch_size} after the repeated-augmentation "
-                         f"sampler (ra_round={p.ra_round}, ra_ranks={p.ra_ranks})",
-                         "use the full subset list, or smaller --set batch_size / ra_round for tiny data")
-    val_tf = eval_transform(p.image_size, p.resize, ck.preprocess, interpolation=p.eval_interpolation)
-    details = {"steps_per_epoch": steps, "images_per_epoch": steps * p.batch_size,
-               "drop_path_rates": [round(r, 6) for r in rates],
-               "param_groups": {g.name: sum(q.numel() for q in g.params) for g in groups}, "mixup": mixup is not None,
-               "lr_backbone_first_epochs": [lr_schedule(p.lr_backbone, e) for e in range(min(8, p.epochs))],
-               "not_reproduced": ["fp16 autocast (precision here: " + p.precision + ")",
-                                  "model EMA (the source keeps one but evaluates the model itself)"]}
-    return ViTSetup(head=head, init_info=init_info, train_transform=vit_train_transform(p, ck), val_transform=val_tf,
-                    config=cfg, groups=groups, lr_schedule=lr_schedule, epoch_order=epoch_order,
-                    batch_transform=mixup, details=details)
-
-
 # ----------------------------------------------------------------------------------------------------- semi-supervised
 class _ImageNetSemiSup(Task):
     data_kind = "imagenet"
@@ -856,8 +240,8 @@ class _ImageNetSemiSup(Task):
 
     def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         p: SemiSupProtocol = protocol  # type: ignore[assignment]
-        _check_sizes(p)
-        _check_report(p)
+        check_sizes(p)
+        check_report(p)
         root = Path(data_root)
         train, val = _imagenet_samples(root, "train"), _imagenet_samples(root, "val")
         subset = self._subset(p, train, ctx)
@@ -991,14 +375,14 @@ class ImageNet1Pct(_ImageNetSemiSup):
     name = "imagenet_1pct"
     description = "ImageNet 1% labels: finetune all layers, top-1/top-5 on the full val set"
     fraction = 0.01
-    protocols = _semisup(0.01)
+    protocols = semisup_protocols(0.01)
 
 
 class ImageNet10Pct(_ImageNetSemiSup):
     name = "imagenet_10pct"
     description = "ImageNet 10% labels: finetune all layers, top-1/top-5 on the full val set"
     fraction = 0.1
-    protocols = _semisup(0.1)
+    protocols = semisup_protocols(0.1)
 
 
 # ------------------------------------------------------------------------------------------------------- linear probe
@@ -1006,38 +390,7 @@ class ImageNetLinear(Task):
     name = "imagenet_linear"
     description = "linear classifier on the frozen backbone's pooled features, ImageNet val top-1/top-5"
     data_kind = "imagenet"
-    protocols = {
-        "moco": LinearProtocol(
-            name="moco", version="2", families=("resnet",),
-            description="frozen backbone (BN eval), SGD lr 30, 100 ep, x0.1 at 60/80, RandomResizedCrop+flip, fp32; "
-                        "top-1 = best of the 100 epochs (evaluated every epoch), as MoCo's main_lincls.py reports"),
-        "fast": LinearFastProtocol(
-            name="fast", version="1", families=("resnet", "vit", "convnext"),
-            description="softmax head on cached centre-crop features (standardised, AdamW 1e-3, 30 ep cosine); "
-                        "minutes on a GPU, not comparable to @moco"),
-        # dino eval_linear.py defaults, run as its README says (8 GPUs x --batch_size_per_gpu 128): lr 0.001 x 1024/256
-        "dino": ViTLinearProtocol(
-            name="dino", version="1", families=("vit",),
-            description="DINO's linear probe (eval_linear.py, ViT-S setting): CLS tokens of the last 4 blocks "
-                        "concatenated, frozen ViT, SGD lr 0.004 (0.001 x 1024/256), batch 1024, 100 ep cosine to 0, "
-                        "RandomResizedCrop+flip / Resize 256 bicubic + CenterCrop 224, fp32; top-1 = best epoch",
-            lr=0.004, batch_size=1024, epochs=100, feature="last-blocks", n_last_blocks=4, avgpool_patchtokens=False,
-            eval_interpolation="bicubic"),
-        "dino-base": ViTLinearProtocol(
-            name="dino-base", version="1", families=("vit",),
-            description="DINO's linear probe, ViT-B setting (eval_linear.py: n_last_blocks 1, avgpool_patchtokens "
-                        "true): the last CLS token interleaved with the mean patch token; otherwise as @dino",
-            lr=0.004, batch_size=1024, epochs=100, feature="last-blocks", n_last_blocks=1, avgpool_patchtokens=True,
-            eval_interpolation="bicubic"),
-        # moco-v3 main_lincls.py (-b 1024 default, --epochs 90 default, --wd 0) with CONFIG.md's ViT command --lr=3,
-        # scaled by init_lr = lr x batch / 256
-        "mocov3": ViTLinearProtocol(
-            name="mocov3", version="1", families=("vit",),
-            description="MoCo v3's ViT linear probe (main_lincls.py, CONFIG.md --lr=3): CLS token after the final "
-                        "norm, frozen ViT, SGD lr 12 (3 x 1024/256), batch 1024, 90 ep cosine to 0, "
-                        "RandomResizedCrop+flip / Resize 256 + CenterCrop 224 (bilinear), fp32; top-1 = best epoch",
-            lr=12.0, batch_size=1024, epochs=90, feature="cls"),
-    }
+    protocols = LINEAR_PROTOCOLS
     default_protocol = "moco"
     metrics = TRAIN_METRICS
     options = (
@@ -1046,8 +399,8 @@ class ImageNetLinear(Task):
     )
 
     def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
-        _check_sizes(protocol)
-        _check_report(protocol)
+        check_sizes(protocol)
+        check_report(protocol)
         root = Path(data_root)
         train, val = _imagenet_samples(root, "train"), _imagenet_samples(root, "val")
         if isinstance(protocol, LinearFastProtocol):
@@ -1079,7 +432,7 @@ class ImageNetLinear(Task):
             feature = probe_feature(backbone, p)
             train_tf = _train_transform(p, ck, interpolation=p.train_interpolation)
             val_tf = eval_transform(p.image_size, p.resize, ck.preprocess, interpolation=p.eval_interpolation)
-            lr_schedule = _linear_schedule(p)
+            lr_schedule = linear_schedule(p)
         else:
             feature = backbone
             train_tf = _train_transform(p, ck)
@@ -1127,7 +480,7 @@ class ImageNetLinear(Task):
             momentum=p.momentum, schedule=p.schedule, feature_norm=p.feature_norm, eval_every=p.eval_every,
             seed=ctx.seed, device=ctx.device, progress=ctx.progress)
         metrics, details = _fit_summary(fit, p.report)
-        hits = _linear_hits(fit.weight, fit.bias, xva, [y for _, y in val], ctx.device)
+        hits = linear_hits(fit.weight, fit.bias, xva, [y for _, y in val], ctx.device)
         details["per_image"] = per_image_record(
             [_rel(q, root) for q, _ in val], hits,
             "the trained head (as saved, normalisation folded in) on the cached val features")
@@ -1173,8 +526,7 @@ class ImageNetVal(Task):
     name = "imagenet_val"
     description = "top-1/top-5 of the checkpoint's own 1000-way classifier (or --head) on ImageNet val"
     data_kind = "imagenet"
-    protocols = {"mopro": ValProtocol(name="mopro", version="1", families=("resnet", "vit", "convnext"),
-                                      description="own ImageNet-space classifier, Resize 256 + CenterCrop 224")}
+    protocols = IMAGENET_VAL_PROTOCOLS
     default_protocol = "mopro"
     metrics = ("top1", "top5")
     needs_classifier = True
@@ -1185,7 +537,7 @@ class ImageNetVal(Task):
 
     def run(self, model: LoadedCheckpoint, data_root: Path, protocol: Protocol, ctx: RunContext) -> TaskOutput:
         p: ValProtocol = protocol  # type: ignore[assignment]
-        _check_sizes(p)
+        check_sizes(p)
         if ctx.option("head"):
             from mopro_bench.checkpoints.heads import attach_head
 
@@ -1213,9 +565,7 @@ class WebVisionVal(Task):
     name = "webvision_val"
     description = "top-1/top-5 of the checkpoint's own WebVision classifier on WebVision val (1000 or 5000 classes)"
     data_kind = "webvision"
-    protocols = {"mopro": ValProtocol(name="mopro", version="1", families=("resnet", "vit", "convnext"),
-                                      description="own WebVision-1000/5000 classifier, Resize 256 + CenterCrop 224",
-                                      class_spaces=("webvision1k", "imagenet1k", "webvision5k"))}
+    protocols = WEBVISION_VAL_PROTOCOLS
     default_protocol = "mopro"
     metrics = ("top1", "top5")
     needs_classifier = True
@@ -1225,7 +575,7 @@ class WebVisionVal(Task):
         from mopro_bench.data.webvision import WebVision
 
         p: ValProtocol = protocol  # type: ignore[assignment]
-        _check_sizes(p)
+        check_sizes(p)
         fix = ("webvision_val scores a classifier trained on WebVision (e.g. by `mopro-bench pretrain`); for a backbone "
                "without one, " + HEAD_FIX.replace("--head head.pt", "--head head.pt to imagenet_val"))
         lin = own_classifier(model, tuple(p.class_spaces), self.name, fix)

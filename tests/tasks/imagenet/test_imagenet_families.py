@@ -82,7 +82,8 @@ def reference_last_blocks(bb: VisionTransformerBackbone, x: torch.Tensor, n: int
 def test_probe_features_equal_the_slow_reference_and_timm():
     from timm.models.vision_transformer import VisionTransformer
 
-    from mopro_bench.tasks.imagenet.task import IMAGENET_LINEAR, probe_feature, probe_feature_id
+    from mopro_bench.tasks.imagenet.task import IMAGENET_LINEAR
+    from mopro_bench.tasks.imagenet.vit import probe_feature, probe_feature_id
 
     bb = small_vit().backbone
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -251,7 +252,8 @@ def test_ibot_recipe_end_to_end(imagenet, tmp_path, cache, task, lst, n):
 
 
 def test_ibot_head_takes_the_projection_heads_first_layer():
-    from mopro_bench.tasks.imagenet.task import IMAGENET_1PCT, vit_semisup_head
+    from mopro_bench.tasks.imagenet.task import IMAGENET_1PCT
+    from mopro_bench.tasks.imagenet.vit import vit_semisup_head
 
     ck = small_vit()
     p = IMAGENET_1PCT.protocols["ibot"]
@@ -270,7 +272,8 @@ def test_ibot_head_takes_the_projection_heads_first_layer():
 def test_ibot_parameter_groups_match_timms_weight_decay_split():
     from timm.optim import param_groups_weight_decay
 
-    from mopro_bench.tasks.imagenet.task import ClassifierNet, ProjectionClassifier, vit_param_groups
+    from mopro_bench.tasks.imagenet.task import ClassifierNet
+    from mopro_bench.tasks.imagenet.vit import ProjectionClassifier, vit_param_groups
 
     bb = small_vit().backbone
     head = ProjectionClassifier(192, 64, 1000)
@@ -327,7 +330,8 @@ def test_repeated_aug_order_matches_a_direct_simulation_of_the_sampler():
 
 
 def test_ibot_mixup_draws_are_a_function_of_seed_epoch_and_step():
-    from mopro_bench.tasks.imagenet.task import IMAGENET_1PCT, vit_mixup
+    from mopro_bench.tasks.imagenet.task import IMAGENET_1PCT
+    from mopro_bench.tasks.imagenet.vit import vit_mixup
 
     p = IMAGENET_1PCT.protocols["ibot"]
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8)

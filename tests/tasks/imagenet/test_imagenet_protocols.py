@@ -73,7 +73,8 @@ def test_published_protocols_evaluate_every_epoch_report_the_best_and_train_in_f
 def test_best_epoch_is_the_headline_and_per_image_hits_come_from_it():
     from mopro_bench.registry import RunContext
     from mopro_bench.tasks.imagenet.finetune import ParamGroup
-    from mopro_bench.tasks.imagenet.task import HitTrainer, _fit_summary, _trainer_per_image
+    from mopro_bench.tasks.imagenet.scoring import HitTrainer
+    from mopro_bench.tasks.imagenet.task import _fit_summary, _trainer_per_image
     from tests.tasks.imagenet.test_imagenet_finetune import Blobs, small_net
 
     net = small_net()
