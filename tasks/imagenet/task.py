@@ -104,7 +104,6 @@ from mopro_bench.tasks.imagenet.protocols import (
     semisup_protocols,
 )
 from mopro_bench.tasks.imagenet.scoring import KS, HitTrainer, linear_hits, per_image_record, topk_hits
-from mopro_bench.tasks.imagenet.scoring import evaluate_hits as evaluate_hits  # re-exported: tests/leaderboard import it here
 from mopro_bench.tasks.imagenet.subsets import LabelledSubset, as_released_epoch_order, resolve_as_released, resolve_subset
 from mopro_bench.tasks.imagenet.vit import ViTSetup, linear_schedule, probe_feature, probe_feature_id, vit_semisup_setup
 

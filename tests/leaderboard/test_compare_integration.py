@@ -113,7 +113,7 @@ def test_finetuning_records_the_last_epochs_hits(synth_root, tmp_path):
 def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    from mopro_bench.tasks.imagenet.task import evaluate_hits
+    from mopro_bench.tasks.imagenet.scoring import evaluate_hits
 
     torch.set_num_threads(1)  # a forked child: keep OpenMP out of it
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -149,7 +149,7 @@ def test_hits_are_in_dataset_order_under_two_processes(tmp_path):
     init = f"file://{tmp_path / 'store'}"
     # fork: the children need no re-import (seconds on a busy machine)
     mp.start_processes(_ddp_worker, args=(2, init, str(tmp_path / "hits.npy")), nprocs=2, join=True, start_method="fork")
-    from mopro_bench.tasks.imagenet.task import evaluate_hits
+    from mopro_bench.tasks.imagenet.scoring import evaluate_hits
 
     one = evaluate_hits(_ToyNet(), _ToySet(), torch.device("cpu"), batch_size=2, progress=False)
     two = np.load(tmp_path / "hits.npy")
