@@ -220,7 +220,7 @@ def test_vit_and_convnext_damage_is_one_line(cli, vit_sd, tmp_path):
     _one_line_error(*cli("inspect", "--ckpt", ok, "--arch", "resnet50"), "--arch resnet50 disagrees")
     code, out, err = cli("inspect", "--ckpt", ok)
     assert code == 0, err
-    assert "vit_small2_patch16_32 (family vit)" in out and "format       timm" in out
+    assert "vit_small2_patch16_32 (family vit, 6 heads)" in out and "format       timm" in out
     rep = json.loads(cli("inspect", "--ckpt", ok, "--json")[1])
     assert (rep["family"], rep["arch"], rep["coverage"]["architecture"]["num_heads"]) == ("vit", "vit_small2_patch16_32", 6)
     # what the suite does not build is named
