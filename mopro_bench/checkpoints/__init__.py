@@ -177,6 +177,20 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
+def choose_network(flag: str | None, spec: str, select: str | None, name: str | None) -> tuple[str | None, str | None]:
+    """(network to load, display name) for ``--ckpt spec`` that the zoo / download layer resolved to (``select``,
+    ``name``), and ``--select flag``: a ``#NETWORK`` written in a zoo / URL spec and ``--select`` must agree (as
+    ``FILE#NETWORK`` and ``--select`` must); ``--select`` over a zoo entry's default network names the choice as the
+    spec form does (``zoo:NAME#NETWORK``)."""
+    remote = spec.startswith(("zoo:", "http://", "https://", "file://"))
+    written = spec.rpartition("#")[2] if remote and "#" in spec else None
+    if flag and written and flag != written:
+        raise BenchError(f"--ckpt {spec} selects {written} but --select says {flag}", "give the network once")
+    if not flag or flag == select:
+        return select, name
+    return flag, (f"{name.partition('#')[0]}#{flag}" if name else None)
+
+
 def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = False, name: str | None = None,
                     seed: int = 0, select: str | None = None, check_values: bool = True) -> LoadedCheckpoint:
     """Load ``spec`` (a file, ``FILE#NETWORK``, or ``random:ARCH``) and verify the backbone. See :mod:`.loader`.
@@ -207,5 +221,5 @@ def load_checkpoint(spec: str | Path, *, arch: str | None = None, trust: bool = 
     return ck
 
 
-__all__ = ["Head", "LoadedCheckpoint", "load_checkpoint", "split_spec", "CLASS_SPACES", "IMAGENET_COMPATIBLE",
+__all__ = ["Head", "LoadedCheckpoint", "choose_network", "load_checkpoint", "split_spec", "CLASS_SPACES", "IMAGENET_COMPATIBLE",
            "BenchError"]

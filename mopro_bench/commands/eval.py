@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mopro_bench.checkpoints import choose_network
 from mopro_bench.config import DataRoots, load_user_config, parse_set_args
 from mopro_bench.errors import BenchError
 from mopro_bench.evaluate import evaluate
@@ -177,11 +178,12 @@ def run_one(args, ckpt: str, spec: str, name: str | None) -> int:
     data_root = roots.root(resolved.task.data_kind, resolved.task.name)
     overrides = split_overrides(args.set, {spec: resolved})[spec]
     rc = resolve_ckpt(ckpt, cache_dir=args.cache_dir, progress=not args.no_progress)
+    select, shown = choose_network(args.select, ckpt, rc.select, rc.name)
     outcome = evaluate(
         rc.path, spec, data_root, overrides=overrides, device=resolve_device(args.device),
         seed=args.seed, workers=args.workers, cache_dir=args.cache_dir, results_dir=args.results_dir, out=args.out,
-        options=_options(args), name=name or rc.name, batch_size=args.batch_size, work_dir=args.work_dir,
-        progress=not args.no_progress, trust=args.trust_checkpoint, select=args.select or rc.select, source=rc.source,
+        options=_options(args), name=name or shown, batch_size=args.batch_size, work_dir=args.work_dir,
+        progress=not args.no_progress, trust=args.trust_checkpoint, select=select, source=rc.source,
     )
     rec = outcome.record
     if rank() != 0:
@@ -268,9 +270,9 @@ def run_many(args, ckpts: list[str], specs: list[str], names: list[str]) -> int:
         rc = None
         try:
             rc = resolve_ckpt(spec_ck, cache_dir=args.cache_dir, progress=progress)
-            name = names[ci] if names else rc.name
-            ck = load_checkpoint(rc.path, trust=args.trust_checkpoint, name=name, seed=args.seed,
-                                 select=args.select or rc.select)
+            select, shown = choose_network(args.select, spec_ck, rc.select, rc.name)
+            name = names[ci] if names else shown
+            ck = load_checkpoint(rc.path, trust=args.trust_checkpoint, name=name, seed=args.seed, select=select)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:

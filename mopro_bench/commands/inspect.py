@@ -38,12 +38,13 @@ def add_parser(sub, parents):
 
 
 def load_from_args(args, check_values: bool = True):
-    from mopro_bench.checkpoints import load_checkpoint
+    from mopro_bench.checkpoints import choose_network, load_checkpoint
     from mopro_bench.hub import resolve_checkpoint
 
     r = resolve_checkpoint(args.ckpt, cache_dir=args.cache_dir)  # zoo:NAME / URL -> cached, verified file
-    return load_checkpoint(r.path, arch=args.arch, trust=args.trust_checkpoint, select=args.select or r.select,
-                           seed=args.seed, name=r.name, check_values=check_values)
+    select, name = choose_network(args.select, args.ckpt, r.select, r.name)
+    return load_checkpoint(r.path, arch=args.arch, trust=args.trust_checkpoint, select=select, seed=args.seed,
+                           name=name, check_values=check_values)
 
 
 def report(ck) -> dict:
