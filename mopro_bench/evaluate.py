@@ -34,7 +34,7 @@ from mopro_bench.results import (
     record_path,
     write_outputs,
 )
-from mopro_bench.runtime import rank, seed_everything
+from mopro_bench.runtime import check_seed, rank, seed_everything
 
 # eval options naming files the run *writes* (checked before the run)
 OUTPUT_OPTIONS = ("save_splits", "save_head")
@@ -181,6 +181,9 @@ def evaluate(
     select: str | None = None,
     source: dict[str, Any] | None = None,
 ) -> EvalOutcome:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BenchError(f"seed {seed!r} is not an integer", "pass an integer seed in 0..2**32-1")
+    check_seed(seed)  # as the CLI does: every generator it seeds must take it (numpy's legacy seed: 0..2**32-1)
     resolved = get_task(task_spec, overrides)
     task, protocol = resolved.task, resolved.protocol
     options = {k: v for k, v in (options or {}).items() if v is not None and v is not False}

@@ -174,3 +174,4 @@ def test_export_timm_keeps_a_non_standard_head_count_and_the_config_counts_in_th
 
     assert identity({"checkpoint": six.record()}, with_seed=False)["checkpoint"] != \
         identity({"checkpoint": back.record()}, with_seed=False)["checkpoint"]
+

@@ -128,3 +128,12 @@ def test_eval_with_workers_and_a_corrupt_image_prints_one_short_line(synth_root,
     assert f"image {root / IMAGE_DIR / rel} cannot be decoded" in lines[0] and "Traceback" not in err
     assert lines[0].endswith("-- fix: replace the file; `mopro-bench data check --deep` lists every unreadable image")
     assert len(lines[0]) < 500
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+def test_evaluate_from_python_checks_the_seed_as_the_cli_does(seed, tmp_path):
+    from mopro_bench.evaluate import evaluate
+
+    with pytest.raises(BenchError, match="seed"):
+        evaluate("random:resnet18", "voc_lowshot", tmp_path, seed=seed, results_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
