@@ -23,7 +23,7 @@ from mopro_bench.checkpoints import LoadedCheckpoint, load_checkpoint
 from mopro_bench.data import get_layout, is_synthetic
 from mopro_bench.errors import BenchError
 from mopro_bench.io import check_dir_creatable, check_writable_dir, check_writable_file, sha256_file
-from mopro_bench.registry import RunContext, check_family, get_task
+from mopro_bench.registry import RunContext, Task, check_family, get_task
 from mopro_bench.results import (
     DEFAULT_RESULTS_DIR,
     build_record,
@@ -38,22 +38,6 @@ from mopro_bench.runtime import check_seed, rank, seed_everything
 
 # eval options naming files the run *writes* (checked before the run)
 OUTPUT_OPTIONS = ("save_splits", "save_head")
-
-# the splits each task reads, for data.complete (protocol constants train_split/test_split win where a protocol has them)
-TASK_SPLITS: dict[str, tuple[str, ...]] = {
-    "voc_lowshot": ("trainval", "test"),
-    "places_lowshot": ("train", "val"),
-    "imagenet_1pct": ("train", "val"),
-    "imagenet_10pct": ("train", "val"),
-    "imagenet_linear": ("train", "val"),
-    "imagenet_val": ("val",),
-    "imagenet_val_calibration": ("val",),
-    "webvision_val": ("val",),
-    "imagenet_r": ("all",),
-    "imagenet_a": ("all",),
-    "coco_maskrcnn": ("train", "val"),
-}
-
 
 @dataclass
 class EvalOutcome:
@@ -77,12 +61,13 @@ def _split_listing(kind: str, root: Path, split: str, data: dict[str, Any]) -> t
     return listing.found, listing.official, _hash_lines(listing.lines)
 
 
-def data_completeness(task_name: str, kind: str, root: Path, params: dict[str, Any], data: dict[str, Any],
+def data_completeness(task: Task, kind: str, root: Path, params: dict[str, Any], data: dict[str, Any],
                       synthetic: bool) -> dict[str, Any]:
     """``{"complete", "counts": {split: {found, official}}, "lists": {split: sha256}, "complete_note"?}`` for the
-    splits ``task_name`` reads under ``root``. Complete = every split has exactly its official number of images and
-    the data is not generated (``data synth``)."""
-    splits = TASK_SPLITS.get(task_name)
+    splits ``task`` reads under ``root`` (``task.splits``; a protocol's ``train_split``/``test_split`` win). Complete =
+    every split has exactly its official number of images and the data is not generated (``data synth``)."""
+    task_name = task.name
+    splits = tuple(getattr(task, "splits", ()) or ())
     if "train_split" in params and "test_split" in params:
         splits = (str(params["train_split"]), str(params["test_split"]))
     out: dict[str, Any] = {"counts": {}, "lists": {}}
@@ -233,7 +218,7 @@ def evaluate(
                              "keep option files fixed during a run and evaluate again")
     data = {"root": str(data_root.resolve()), "kind": task.data_kind, **output.data,
             **({"synthetic": True} if synthetic else {})}  # made by `mopro-bench data synth`
-    data.update(data_completeness(task.name, task.data_kind, data_root, params, data, synthetic))
+    data.update(data_completeness(task, task.data_kind, data_root, params, data, synthetic))
     data["fingerprints"] = {k: dict(v) for k, v in sorted(getattr(ctx, "data_fingerprints", {}).items())}
     if not data["complete"]:
         print(f"note: {task.name}: not the complete official dataset ({data.get('complete_note')}); the record is "

@@ -222,6 +222,10 @@ class Task(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     data_kind: ClassVar[str]  # the KIND `data check` understands (voc07, places205, imagenet, ...)
+    # the splits of data_kind the task reads ("trainval", "test", ...; the layout's `listing` counts them against the
+    # official sizes for the record's data.complete); a protocol's train_split/test_split constants win over it.
+    # Empty: no split is counted and the record says data.complete = false
+    splits: ClassVar[tuple[str, ...]] = ()
     protocols: ClassVar[dict[str, Protocol]]
     default_protocol: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]] = ()  # leaderboard column order

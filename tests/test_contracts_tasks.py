@@ -34,6 +34,9 @@ def test_task_declares_what_the_generic_path_needs(name):
     assert task.default_protocol in task.protocols
     assert task.metrics and len(set(task.metrics)) == len(task.metrics)
     assert set(task.higher_is_better) <= set(task.metrics)
+    # the splits it reads (data.complete counts them; ImageNet-R/-A name their one folder tree "all": the split name
+    # is part of record identities, so it stays)
+    assert task.splits, f"{name} names no splits: its records could never be complete"
     for key, proto in task.protocols.items():
         assert isinstance(proto, Protocol) and dataclasses.is_dataclass(proto) and proto.name == key
         assert proto.version and proto.description

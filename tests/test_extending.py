@@ -240,6 +240,7 @@ class MyListCentroid(Task):
     name = "extending_mylist_centroid"
     description = "nearest class mean on a mylist dataset (docs/extending.md recipe 3)"
     data_kind = "mylist"
+    splits = ("all",)  # recipe 1: the splits it reads, counted for data.complete
     protocols = {"default": CentroidProtocol("default", "1", "nearest class mean, cosine, centre crop 32")}
     default_protocol = "default"
     metrics = ("top1",)
@@ -296,12 +297,10 @@ def test_recipe_dataset_layout_synth_check_listing(mylist_layout, tmp_path):
 
 
 def test_recipe_dataset_layout_feeds_a_task(mylist_layout, tmp_path, monkeypatch):
-    from mopro_bench import evaluate as evaluate_module
     from mopro_bench.data.synth import synth
     from mopro_bench.evaluate import evaluate
 
     synth("mylist", tmp_path / "ml", seed=0, scale="tiny")
-    monkeypatch.setitem(evaluate_module.TASK_SPLITS, "extending_mylist_centroid", ("all",))  # recipe 1: its splits
     task = registry.register(MyListCentroid())
     try:
         out = evaluate("random:resnet18", task.name, tmp_path / "ml", cache_dir=tmp_path / "cache",

@@ -164,6 +164,7 @@ class CocoMaskRCNN(Task):
     name = "coco_maskrcnn"
     description = "COCO box and mask AP of Mask R-CNN (ResNet-FPN or -C4) fine-tuned with detectron2"
     data_kind = "coco"
+    splits = ("train", "val")
     protocols: ClassVar[dict[str, Protocol]] = {"mopro": MOPRO, "mopro-short": MOPRO_SHORT, "moco_c4": MOCO_C4}
     default_protocol = "mopro"
     metrics = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl",

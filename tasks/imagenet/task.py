@@ -229,6 +229,7 @@ def _trainer_per_image(trainer: HitTrainer, fit: Any, ids: list[str], details: d
 # ----------------------------------------------------------------------------------------------------- semi-supervised
 class _ImageNetSemiSup(Task):
     data_kind = "imagenet"
+    splits = ("train", "val")
     default_protocol = "mopro"
     metrics = TRAIN_METRICS
     options = (
@@ -387,6 +388,7 @@ class ImageNet10Pct(_ImageNetSemiSup):
 # ------------------------------------------------------------------------------------------------------- linear probe
 class ImageNetLinear(Task):
     name = "imagenet_linear"
+    splits = ("train", "val")
     description = "linear classifier on the frozen backbone's pooled features, ImageNet val top-1/top-5"
     data_kind = "imagenet"
     protocols = LINEAR_PROTOCOLS
@@ -523,6 +525,7 @@ def _score(lin: nn.Linear, feats: np.ndarray, labels: list[int]) -> tuple[dict[s
 
 class ImageNetVal(Task):
     name = "imagenet_val"
+    splits = ("val",)
     description = "top-1/top-5 of the checkpoint's own 1000-way classifier (or --head) on ImageNet val"
     data_kind = "imagenet"
     protocols = IMAGENET_VAL_PROTOCOLS
@@ -562,6 +565,7 @@ class ImageNetVal(Task):
 
 class WebVisionVal(Task):
     name = "webvision_val"
+    splits = ("val",)
     description = "top-1/top-5 of the checkpoint's own WebVision classifier on WebVision val (1000 or 5000 classes)"
     data_kind = "webvision"
     protocols = WEBVISION_VAL_PROTOCOLS

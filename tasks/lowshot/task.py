@@ -70,6 +70,7 @@ class VOCLowShot(LowShotTask):
     name = "voc_lowshot"
     description = "low-shot linear SVMs on frozen features, PASCAL VOC07 classification (mAP vs k)"
     data_kind = "voc07"
+    splits = ("trainval", "test")
     protocols = VOC_PROTOCOLS
     default_protocol = "mopro"
     metrics = ("mAP_k1", "mAP_k2", "mAP_k4", "mAP_k8", "mAP_k16", "mAP_k32", "mAP_k64", "mAP_k96")  # k > 16: goyal19
@@ -80,6 +81,7 @@ class PlacesLowShot(LowShotTask):
     name = "places_lowshot"
     description = "low-shot linear SVMs (one-vs-rest) on frozen features, Places205 (top-1 vs k)"
     data_kind = "places205"
+    splits = ("train", "val")
     protocols = PLACES_PROTOCOLS
     default_protocol = "mopro"
     metrics = ("top1_k1", "top1_k2", "top1_k4", "top1_k8", "top1_k16")

@@ -342,6 +342,7 @@ def cal_features(ck: LoadedCheckpoint, paths: list[Path], rel: list[str], ctx: R
 
 
 class _RATask(_CalibrationTask):
+    splits = ("all",)
     def dataset(self, data_root: Path):
         from mopro_bench.data.imagenet_ra import ImageNetRA
 
@@ -370,6 +371,7 @@ class ImageNetA(_RATask):
 
 class ImageNetValCalibration(_CalibrationTask):
     name = "imagenet_val_calibration"
+    splits = ("val",)
     description = ("ImageNet val: top-1 and calibration, the in-distribution reference for imagenet_r/a (@hendrycks: "
                    "ImageNet-200, the 200 ImageNet-R classes; @in1k: all 1000)")
     data_kind = "imagenet"
