@@ -360,23 +360,13 @@ def test_ibot_mixup_draws_are_a_function_of_seed_epoch_and_step():
 def test_ibot_run_resumed_after_an_interruption_ends_as_an_uninterrupted_one(imagenet, tmp_path, cache, monkeypatch):
     from pathlib import Path
 
-    import mopro_bench.tasks.imagenet.finetune as ft
+    from tests.tasks.imagenet.test_imagenet_tasks import interrupted_after_first_epoch
 
     lst = str(Path(f"{imagenet}.subsets") / "10percent.txt")
     over = {**IBOT_TINY, "warmup_epochs": 0, "lr_backbone": 1e-4, "lr_head": 1e-3, "min_lr": 1e-4}
     ref = run(small_vit(), "imagenet_10pct@ibot", imagenet, tmp_path / "ref", cache, over, subset_file=lst)
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch):
-        raise Stop
-
-    orig = ft.SupervisedTrainer.__init__
-    monkeypatch.setattr(ft.SupervisedTrainer, "__init__", lambda self, *a, **kw: orig(self, *a, **{**kw, "on_epoch_end": stop}))
-    with pytest.raises(Stop):
-        run(small_vit(), "imagenet_10pct@ibot", imagenet, tmp_path / "b", cache, over, subset_file=lst)
-    monkeypatch.setattr(ft.SupervisedTrainer, "__init__", orig)
+    interrupted_after_first_epoch(
+        monkeypatch, lambda: run(small_vit(), "imagenet_10pct@ibot", imagenet, tmp_path / "b", cache, over, subset_file=lst))
     rec = run(small_vit(), "imagenet_10pct@ibot", imagenet, tmp_path / "b", cache, over, subset_file=lst, resume=True)
     assert rec["details"]["resumed_from_epoch"] == 1
     assert [h["loss"] for h in rec["details"]["history"]] == [h["loss"] for h in ref["details"]["history"]]

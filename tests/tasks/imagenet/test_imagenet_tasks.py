@@ -25,6 +25,24 @@ TINY = {"image_size": 32, "resize": 36}
 TRAIN_TINY = {**TINY, "batch_size": 16, "epochs": 1, "milestones": []}
 
 
+def interrupted_after_first_epoch(monkeypatch, start) -> None:
+    """Run ``start()`` with the finetuning loop stopped (an exception) at the end of its first epoch, as a killed run
+    would be, leaving its work dir to resume from."""
+    import mopro_bench.tasks.imagenet.finetune as ft
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch):
+        raise Stop
+
+    orig = ft.SupervisedTrainer.__init__
+    monkeypatch.setattr(ft.SupervisedTrainer, "__init__", lambda self, *a, **kw: orig(self, *a, **{**kw, "on_epoch_end": stop}))
+    with pytest.raises(Stop):
+        start()
+    monkeypatch.setattr(ft.SupervisedTrainer, "__init__", orig)
+
+
 @pytest.fixture(scope="module")
 def imagenet(synth_root):
     return synth_root("imagenet")
@@ -137,22 +155,11 @@ def test_swav_honours_the_simclr_list(imagenet, tmp_path, cache, task, lst, n, l
 
 @pytest.mark.slow
 def test_task_resume_after_interruption(imagenet, tmp_path, cache, monkeypatch):
-    import mopro_bench.tasks.imagenet.finetune as ft
-
     over = {**TRAIN_TINY, "epochs": 2, "batch_size": 4, "fraction": 0.25, "lr_backbone": 1e-4, "lr_head": 1e-2}
     ref = run(load_checkpoint("random:resnet18"), "imagenet_1pct@mopro", imagenet, tmp_path / "ref", cache, over)
-
-    class Stop(Exception):
-        pass
-
-    def stop(epoch):
-        raise Stop
-
-    orig = ft.SupervisedTrainer.__init__
-    monkeypatch.setattr(ft.SupervisedTrainer, "__init__", lambda self, *a, **kw: orig(self, *a, **{**kw, "on_epoch_end": stop}))
-    with pytest.raises(Stop):
-        run(load_checkpoint("random:resnet18"), "imagenet_1pct@mopro", imagenet, tmp_path / "b", cache, over)
-    monkeypatch.setattr(ft.SupervisedTrainer, "__init__", orig)
+    interrupted_after_first_epoch(
+        monkeypatch, lambda: run(load_checkpoint("random:resnet18"), "imagenet_1pct@mopro", imagenet, tmp_path / "b", cache,
+                                 over))
     with pytest.raises(BenchError, match="interrupted run .*--resume"):
         run(load_checkpoint("random:resnet18"), "imagenet_1pct@mopro", imagenet, tmp_path / "b", cache, over)
     rec = run(load_checkpoint("random:resnet18"), "imagenet_1pct@mopro", imagenet, tmp_path / "b", cache, over, resume=True)
