@@ -27,8 +27,10 @@ loaded once, a failed pair is reported and the others still run, and a summary t
 failed on a bug, 2 if every failure was a usage/data error). Dataset roots come from `--data KIND=PATH` or the config
 file ([data] in ./mopro-bench.toml or ~/.config/mopro-bench/config.toml). `--set field=value` changes a protocol
 constant (of every task that has it; `--set TASK:field=value` for one task); the result's protocol id then gets a
-+hash suffix so it never shares a leaderboard table with the unmodified protocol."""
-
++hash suffix so it never shares a leaderboard table with the unmodified protocol. Each protocol is defined for
+some backbone families (resnet, vit, convnext; `mopro-bench tasks` shows them): a checkpoint of another family is
+refused once loaded, before the task runs, naming the task's protocols that accept it (ViTs: e.g. voc_lowshot@mopro-vit,
+imagenet_linear@dino, --suite vit-transfer)."""
 
 
 def task_option_specs() -> dict[str, Option]:
