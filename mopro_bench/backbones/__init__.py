@@ -32,6 +32,7 @@ from torch import nn
 
 from mopro_bench.backbones.resnet import (
     ARCHS,
+    ROOTS,
     STAGES,
     WIDTHS,
     Backbone,
@@ -44,7 +45,6 @@ from mopro_bench.backbones.resnet import (
 from mopro_bench.errors import BenchError
 
 FAMILIES = ("resnet", "vit", "convnext")
-CNN_FAMILIES = ("resnet", "convnext")  # a global-average-pooled last stage is their pooled feature
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,7 @@ def is_trunk_key(key: str) -> bool:
     from mopro_bench.backbones.vit import VIT_ROOTS
 
     root = key.split(".", 1)[0]
-    return (root in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4") or root in VIT_ROOTS
-            or root in CONVNEXT_ROOTS or key.startswith("head.norm."))
+    return root in ROOTS or root in VIT_ROOTS or root in CONVNEXT_ROOTS or key.startswith("head.norm.")
 
 
 def parse_any_arch(spec: str) -> tuple[str, dict[str, Any]]:
@@ -139,6 +138,6 @@ def default_preprocess(family: str) -> Preprocess:
     return Preprocess() if family == "resnet" else BICUBIC_PREPROCESS
 
 
-__all__ = ["ARCHS", "STAGES", "WIDTHS", "Backbone", "BICUBIC_PREPROCESS", "CNN_FAMILIES", "FAMILIES", "Preprocess",
+__all__ = ["ARCHS", "STAGES", "WIDTHS", "Backbone", "BICUBIC_PREPROCESS", "FAMILIES", "Preprocess",
            "arch_for_blocks", "build_backbone", "build_family", "check_arch", "default_preprocess", "family_of",
            "feature_dim", "is_trunk_key", "parse_any_arch", "parse_arch", "trunk_family"]

@@ -97,6 +97,5 @@ class ConvNeXtBackbone(TimmBackboneMixin, ConvNeXt):
         self._init_backbone(cfg, cfg["dims"][-1], arch_name(cfg))
 
 
-
 def build_convnext(cfg: dict[str, Any]) -> ConvNeXtBackbone:
     return ConvNeXtBackbone(cfg)

@@ -27,6 +27,7 @@ ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 }
 WIDTHS: dict[str, tuple[int, ...]] = {"resnet50": (1, 2, 4, 5)}  # 5: SwAV RN50-w5
 STAGES = ("res2", "res3", "res4", "res5")
+ROOTS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")  # the top-level module names of the trunk
 
 
 def parse_arch(spec: str) -> tuple[str, int]:

@@ -131,7 +131,6 @@ class VisionTransformerBackbone(TimmBackboneMixin, VisionTransformer):
                          num_classes=0, global_pool="token", dynamic_img_size=True)
         self._init_backbone(cfg, cfg["embed_dim"], arch_name(cfg))
 
-
     def block_outputs(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
         """The token sequences after each of the last ``n`` blocks, each through the final norm (DINO's
         ``get_intermediate_layers``), prefix tokens (class, registers) first."""

@@ -29,9 +29,9 @@ from mopro_bench.backbones import (
     parse_arch,
     trunk_family,
 )
+from mopro_bench.backbones.resnet import ROOTS as RESNET_ROOTS
 from mopro_bench.errors import BenchError
 
-TRUNK_ROOTS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")  # ResNet; other families: backbones.is_trunk_key
 _BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 VIT_MARKERS = ("cls_token", "pos_embed", "patch_embed.", "blocks.0.", "transformer.")
 __all__ = ["build_verified", "is_trunk_key", "resolve_arch", "describe_trunk", "bad_values", "describe_bad_values"]
@@ -178,7 +178,7 @@ def build_verified(trunk: dict[str, torch.Tensor], *, arch: str | None, adapter:
     known head; they count as unexpected. ``hints``: what the adapter knows that no shape shows (a ViT's
     ``num_heads``)."""
     family = trunk_family(trunk)
-    if family == "resnet" and trunk and not any(k.split(".", 1)[0] in TRUNK_ROOTS for k in trunk):
+    if family == "resnet" and trunk and not any(k.split(".", 1)[0] in RESNET_ROOTS for k in trunk):
         # no ResNet key at all: a ViT without its patch embedding (MoCo v3's convolutional stem, a damaged file) or a
         # ConvNeXt without its stem -- let that family's description name what is missing
         family = "convnext" if any(k.startswith("stages.") for k in trunk) else "vit"

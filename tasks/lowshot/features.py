@@ -16,19 +16,13 @@ from torch import nn
 from mopro_bench.errors import BenchError
 from mopro_bench.features import extract_features
 from mopro_bench.registry import RunContext
-from mopro_bench.tasks.lowshot.protocols import STAGE_POOLS, LowShotSVMProtocol, vit_protocol_id
-
-
-def _family(ck) -> str:
-    from mopro_bench.backbones import family_of
-
-    return family_of(ck.backbone)
+from mopro_bench.tasks.lowshot.protocols import STAGE_POOLS, LowShotSVMProtocol, resize_interpolation, vit_protocol_id
 
 
 def check_feature_layer(proto: LowShotSVMProtocol, ck) -> None:
     """Refuse (exit 2, one line) a ``feature_layer`` the checkpoint's backbone family has no such feature for:
     res4/res5 pool ResNet stages, ``cls`` is a ViT's class token, ``pool5`` a CNN's pooled output."""
-    family, layer, name = _family(ck), proto.feature_layer, getattr(ck, "name", "the checkpoint")
+    family, layer, name = ck.family, proto.feature_layer, ck.name
     if layer in STAGE_POOLS and family != "resnet":
         raise BenchError(f"feature_layer={layer} average-pools a ResNet stage (VISSL); {name} is a {family} backbone",
                          "use --set feature_layer=pool5 (the backbone's pooled feature) or a ResNet checkpoint")
@@ -50,9 +44,9 @@ def feature_record(ck, proto: LowShotSVMProtocol) -> dict:
         pooled = PooledStage(backbone, proto.feature_layer, proto.image_size)
         svm = (f"{proto.feature_layer} map average-pooled with AvgPool2d({pooled.kernel}, stride {pooled.stride}), "
                f"flattened: {pooled.feature_dim}-d")
-    return {"family": _family(ck), "arch": getattr(ck, "arch", None), "feature": words,
+    return {"family": ck.family, "arch": ck.arch, "feature": words,
             "feature_layer": proto.feature_layer, "svm_feature": svm,
-            "interpolation": getattr(proto, "interpolation", "bilinear"),
+            "interpolation": resize_interpolation(proto),
             "normalisation": f"x / (||x||_2 + {proto.feature_norm_eps:g})" if proto.feature_norm == "l2" else "none"}
 
 
@@ -93,7 +87,7 @@ class PooledStage(nn.Module):
 def svm_features(ck, paths, rel, ctx: RunContext, proto: LowShotSVMProtocol, dataset_id: str, desc: str) -> np.ndarray:
     """The protocol's features of ``paths`` (cached by :func:`~mopro_bench.features.extract_features` under
     ``dataset_id`` plus a suffix naming any feature but ``pool5``), checked finite and normalised."""
-    interpolation = getattr(proto, "interpolation", "bilinear")  # only the ViT protocols have the field (bicubic)
+    interpolation = resize_interpolation(proto)
     if proto.feature_layer == "cls":
         # the backbone's forward is the CLS token after the final norm (VisionTransformerBackbone); its own id keeps
         # these entries apart from any other feature of the same checkpoint and images

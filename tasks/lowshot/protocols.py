@@ -7,11 +7,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mopro_bench.data.common import INTERPOLATIONS
 from mopro_bench.errors import BenchError
 from mopro_bench.registry import Protocol
 
 SAMPLINGS = ("union-of-positives", "positives-and-negatives-per-class")
-INTERPOLATIONS = ("bilinear", "bicubic")  # the resize of the ViT protocols (mopro_bench.data.common.eval_transform)
 SELECTIONS = ("fixed", "cv", "test")
 
 
@@ -114,6 +114,11 @@ def is_vit_protocol(p: LowShotSVMProtocol) -> bool:
     return isinstance(p, VIT_PROTOCOL_TYPES)
 
 
+def resize_interpolation(p: LowShotSVMProtocol) -> str:
+    """The protocol's resize: its ``interpolation`` field (the ViT protocols), else bilinear (every other protocol)."""
+    return p.interpolation if is_vit_protocol(p) else "bilinear"
+
+
 def vit_protocol_id(p: LowShotSVMProtocol) -> str:
     """The ViT protocol of ``p``'s task (what an error about a ViT or a CLS token names)."""
     return "voc_lowshot@mopro-vit" if isinstance(p, VOCLowShotProtocol) else "places_lowshot@mopro-vit"
@@ -206,7 +211,7 @@ def check_protocol(p: LowShotSVMProtocol) -> None:
             raise BenchError(f"protocol {p.name}: feature_layer={p.feature_layer!r} is not a ViT protocol's feature "
                              "(they take the CLS token, feature_layer=cls)",
                              "leave feature_layer at cls; pooled and res4/res5 features are the ResNet/ConvNeXt protocols'")
-        if p.interpolation not in INTERPOLATIONS:
+        if p.interpolation not in INTERPOLATIONS:  # the resizes eval_transform knows
             raise bad("interpolation", f"must be one of {', '.join(INTERPOLATIONS)}")
     elif p.feature_layer == "cls":
         raise BenchError(f"protocol {p.name}: feature_layer='cls' (a ViT's CLS token) belongs to the ViT protocols",

@@ -7,6 +7,7 @@ An adapter has a ``name`` (its format name, shown in records and `inspect --form
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,14 +93,36 @@ def projection_head(d: dict[str, torch.Tensor], desc: str, kind: str = "projecti
     return Head(kind=kind, state_dict=dict(d), description=desc)
 
 
+def linear_classifier(d: dict[str, torch.Tensor], prefix: str, what: str, in1k_order: str,
+                      notes: dict[int, str] | None = None) -> Head:
+    """The Linear ``prefix{weight,bias}`` as a classifier head: ``imagenet1k`` when it has 1000 rows (in
+    ``in1k_order``), else ``custom``; ``notes`` name other row counts in the description (21841: ImageNet-22k)."""
+    rows = int(d[prefix + "weight"].shape[0])
+    note = f"ImageNet-1k, {in1k_order}" if rows == 1000 else (notes or {}).get(rows)
+    return classifier_head(d, prefix, "imagenet1k" if rows == 1000 else "custom",
+                           f"{what}: {rows}-way linear classifier" + (f" ({note})" if note else ""))
+
+
+def vit_hints(arch: Any, embed_dim: int, table: dict[str, tuple[int, int, int]], source: str) -> dict[str, Any]:
+    """``num_heads``/``depth`` of a ViT from the file's architecture name, by its authors' size ``table`` (arch ->
+    (embed_dim, depth, heads)), when that size's width agrees with the tensors'; else ``{}``."""
+    if isinstance(arch, str) and arch in table and table[arch][0] == embed_dim:
+        _, depth, heads = table[arch]
+        return {"num_heads": heads, "depth": depth, "source": f"arch {arch!r} in the file",
+                "num_heads_source": f"{source}: {arch} has {heads} heads"}
+    return {}
+
+
+def namespace_args(args: Any) -> dict[str, Any] | None:
+    """A pickled ``argparse.Namespace`` of training arguments as a JSON-able dict (None for anything else)."""
+    return {k: jsonable(v) for k, v in vars(args).items()} if isinstance(args, argparse.Namespace) else None
+
+
 def _fc_head(d: dict[str, torch.Tensor], prefix: str = "fc.") -> tuple[str, Head]:
     """A torchvision ``fc``: a single Linear is a classifier (ImageNet-1k when it has 1000 rows), an MLP a projection."""
     names = {k[len(prefix):] for k in d}
     if names <= {"weight", "bias"} and "weight" in names and d[prefix + "weight"].ndim == 2:
-        rows = int(d[prefix + "weight"].shape[0])
-        space = "imagenet1k" if rows == 1000 else "custom"
-        return "classifier", classifier_head(d, prefix, space, f"fc: {rows}-way linear classifier"
-                                             + (" (ImageNet-1k, torchvision class order)" if rows == 1000 else ""))
+        return "classifier", linear_classifier(d, prefix, "fc", "torchvision class order")
     return "projection", projection_head(d, "fc: MLP head")
 
 
@@ -133,10 +156,7 @@ def family_parts(sd: Mapping[str, Any], where: str, adapter: str, head_desc: str
     prefix = "head.fc." if trunk_family(trunk) == "convnext" else "head."
     linear = {k for k in head if k in (prefix + "weight", prefix + "bias")}
     if head and linear == set(head) and prefix + "weight" in head and head[prefix + "weight"].ndim == 2:
-        rows = int(head[prefix + "weight"].shape[0])
-        space = "imagenet1k" if rows == 1000 else "custom"
-        heads["classifier"] = classifier_head(head, prefix, space, f"{head_desc}: {rows}-way linear classifier"
-                                              + (" (ImageNet-1k, sorted-wnid order)" if rows == 1000 else ""))
+        heads["classifier"] = linear_classifier(head, prefix, head_desc, "sorted-wnid order")
     elif head:
         if prefix == "head.fc.":  # a ConvNeXt head other than norm + fc (timm's head_hidden_size pre-logits MLP)
             rest += sorted(head)

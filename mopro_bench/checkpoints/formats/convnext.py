@@ -22,7 +22,6 @@ Both compute the same function: Facebook's block is dwconv -> LayerNorm (channel
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -36,9 +35,10 @@ from mopro_bench.checkpoints.formats.base import (
     _count,
     _pick,
     _t,
-    classifier_head,
     is_tensor_dict,
     jsonable,
+    linear_classifier,
+    namespace_args,
     strip_module,
 )
 from mopro_bench.checkpoints.formats.timm import arch_hints
@@ -112,11 +112,7 @@ class ConvNeXtAdapter(Adapter):
                 trunk[mapped[0]] = mapped[1]
         heads = {}
         if "head.weight" in head and head["head.weight"].ndim == 2:
-            rows = int(head["head.weight"].shape[0])
-            space = "imagenet1k" if rows == 1000 else "custom"
-            heads["classifier"] = classifier_head(head, "head.", space, f"head: {rows}-way linear classifier"
-                                                  + (" (ImageNet-1k, sorted-wnid order)" if rows == 1000 else
-                                                     " (ImageNet-22k)" if rows == 21841 else ""))
+            heads["classifier"] = linear_classifier(head, "head.", "head", "sorted-wnid order", {21841: "ImageNet-22k"})
         elif head:
             rest += sorted(head)
         ignored: dict[str, Any] = {}
@@ -124,8 +120,7 @@ class ConvNeXtAdapter(Adapter):
             for w in _WRAPPERS:
                 if w != wrapper and isinstance(obj.get(w), Mapping) and is_tensor_dict(obj[w]):
                     ignored[w] = _count(obj[w])
-        args = obj.get("args") if wrapper is not None else None
-        args_d = {k: jsonable(v) for k, v in vars(args).items()} if isinstance(args, argparse.Namespace) else None
+        args_d = namespace_args(obj.get("args")) if wrapper is not None else None
         meta: dict[str, Any] = {"source": "facebookresearch/ConvNeXt", "wrapper": wrapper, "module_prefix": ddp,
                                 "epoch": jsonable(obj.get("epoch")) if wrapper else None, "args": args_d,
                                 "arch_in_file": (args_d or {}).get("model"),

@@ -7,7 +7,6 @@ DINO wraps the student in DDP always and the teacher only when it has BatchNorm 
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,23 +20,16 @@ from mopro_bench.checkpoints.formats.base import (
     family_parts,
     is_tensor_dict,
     jsonable,
+    namespace_args,
     partition,
     projection_head,
     strip_module,
     sub,
+    vit_hints,
 )
 
 # DINO's ViT sizes (dino/vision_transformer.py: vit_tiny / vit_small / vit_base): args.arch -> (embed_dim, depth, heads)
 DINO_VITS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
-
-
-def vit_hints(arch: Any, embed_dim: int, table: dict[str, tuple[int, int, int]], source: str) -> dict[str, Any]:
-    """``num_heads``/``depth`` from the file's architecture name when its width agrees with the tensors'."""
-    if isinstance(arch, str) and arch in table and table[arch][0] == embed_dim:
-        _, depth, heads = table[arch]
-        return {"num_heads": heads, "depth": depth, "source": f"arch {arch!r} in the file",
-                "num_heads_source": f"{source}: {arch} has {heads} heads"}
-    return {}
 
 
 class DinoAdapter(Adapter):
@@ -68,9 +60,8 @@ class DinoAdapter(Adapter):
         unplaced = [f"backbone.{k}" for k in rest_bb] + [k for k in net if not k.startswith(("backbone.", "head."))]
         other = [n for n in ("teacher", "student") if n != net_name and isinstance(obj.get(n), Mapping)]
         ignored.update({n: _count(obj[n]) for n in other})
-        args = obj.get("args")
         meta = {"source": "iBOT" if "ibot_loss" in obj else "DINO", "module_prefix": ddp, "epoch": jsonable(obj.get("epoch")),
-                "args": {k: jsonable(v) for k, v in vars(args).items()} if isinstance(args, argparse.Namespace) else None}
+                "args": namespace_args(obj.get("args"))}
         if meta["args"]:
             meta["arch_in_file"] = meta["args"].get("arch")
         hints: dict[str, Any] = {}

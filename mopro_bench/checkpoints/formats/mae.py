@@ -8,11 +8,18 @@ read by the ``timm`` adapter; MAE *fine-tuned* files (``fc_norm``, global-pool c
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from mopro_bench.backbones import BICUBIC_PREPROCESS
-from mopro_bench.checkpoints.formats.base import Adapter, Mapped, family_parts, is_tensor_dict, jsonable, strip_module
+from mopro_bench.checkpoints.formats.base import (
+    Adapter,
+    Mapped,
+    family_parts,
+    is_tensor_dict,
+    jsonable,
+    namespace_args,
+    strip_module,
+)
 from mopro_bench.checkpoints.formats.timm import arch_hints
 
 
@@ -31,8 +38,7 @@ class MaeAdapter(Adapter):
     def convert(self, obj, select, where):
         sd, ddp = strip_module(obj["model"])
         trunk, heads, ignored, rest = family_parts(sd, where, self.name)
-        args = obj.get("args")
-        args_d = {k: jsonable(v) for k, v in vars(args).items()} if isinstance(args, argparse.Namespace) else None
+        args_d = namespace_args(obj.get("args"))
         meta: dict[str, Any] = {"source": "MAE pre-training", "module_prefix": ddp, "epoch": jsonable(obj.get("epoch")),
                                 "args": args_d, "arch_in_file": (args_d or {}).get("model"),
                                 # mae/main_linprobe.py: Resize(256, interpolation=3 = bicubic), CenterCrop(224)

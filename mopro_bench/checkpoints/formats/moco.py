@@ -22,6 +22,7 @@ from mopro_bench.checkpoints.formats.base import (
     partition,
     projection_head,
     sub,
+    vit_hints,
 )
 from mopro_bench.errors import BenchError
 
@@ -39,10 +40,9 @@ def moco_v3_vit_hints(arch: Any, trunk: dict, where: str) -> tuple[dict[str, Any
     if w is None:
         return {}, []  # the coverage check names what is missing
     dim = int(w.shape[0])
-    if isinstance(arch, str) and arch in MOCO_V3_VITS and MOCO_V3_VITS[arch][0] == dim:
-        _, depth, heads = MOCO_V3_VITS[arch]
-        return ({"num_heads": heads, "depth": depth, "source": f"arch {arch!r} in the file",
-                 "num_heads_source": f"moco-v3/vits.py: {arch} has {heads} heads"}, [])
+    named = vit_hints(arch, dim, MOCO_V3_VITS, "moco-v3/vits.py")
+    if named:
+        return named, []
     by_dim = {d: (name, h) for name, (d, _, h) in MOCO_V3_VITS.items()}
     if dim not in by_dim:
         return {}, []

@@ -8,12 +8,20 @@ ViT classifier ``head.weight``/``head.bias`` and ConvNeXt ``head.fc.*`` are kept
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from typing import Any
 
 from mopro_bench.backbones import BICUBIC_PREPROCESS, Preprocess, parse_any_arch
-from mopro_bench.checkpoints.formats.base import Mapped, _count, _pick, family_parts, is_tensor_dict, jsonable, sub
+from mopro_bench.checkpoints.formats.base import (
+    Mapped,
+    _count,
+    _pick,
+    family_parts,
+    is_tensor_dict,
+    jsonable,
+    namespace_args,
+    sub,
+)
 from mopro_bench.checkpoints.formats.torchvision import _SECONDARY, TorchvisionAdapter, _networks
 from mopro_bench.errors import BenchError
 
@@ -36,11 +44,6 @@ def family_networks(obj: Mapping[str, Any]) -> dict[str, tuple[str | None, str, 
                 name = "/".join(p for p in (wrapper, inner.rstrip(".")) if p) or "model"
                 found[name] = (wrapper, prefix, family)
     return dict(sorted(found.items(), key=lambda kv: (any(s in kv[0] for s in _SECONDARY), len(kv[0]), kv[0])))
-
-
-def _train_args(obj: Mapping[str, Any]) -> dict[str, Any] | None:
-    args = obj.get("args")
-    return {k: jsonable(v) for k, v in vars(args).items()} if isinstance(args, argparse.Namespace) else None
 
 
 def arch_hints(arch: Any, family: str, source: str) -> dict[str, Any]:
@@ -100,7 +103,7 @@ class TimmAdapter(TorchvisionAdapter):
         if self._resnet_train(obj):
             m = super().convert(obj, select, where)
             m.meta.update({"source": "timm train.py", "version": jsonable(obj.get("version")),
-                           "metric": jsonable(obj.get("metric")), "args": _train_args(obj)})
+                           "metric": jsonable(obj.get("metric")), "args": namespace_args(obj.get("args"))})
             return m
         nets = family_networks(obj)
         name = _pick(select, list(nets), self.name, where) if len(nets) > 1 else next(iter(nets))
@@ -116,7 +119,7 @@ class TimmAdapter(TorchvisionAdapter):
             if w != wrapper and other != name and w is not None:
                 ignored[w] = _count(obj[w])
         train = wrapper is not None and "arch" in obj and ("version" in obj or "state_dict_ema" in obj)
-        args = _train_args(obj) if wrapper is not None else None
+        args = namespace_args(obj.get("args")) if wrapper is not None else None
         meta: dict[str, Any] = {"source": "timm train.py" if train else "timm-named state dict", "wrapper": wrapper,
                                 "key_prefix": prefix, "epoch": jsonable(obj.get("epoch")) if wrapper else None,
                                 "arch_in_file": jsonable(obj.get("arch")) if wrapper else None}
