@@ -131,12 +131,19 @@ class VisionTransformerBackbone(TimmBackboneMixin, VisionTransformer):
                          num_classes=0, global_pool="token", dynamic_img_size=True)
         self._init_backbone(cfg, cfg["embed_dim"], arch_name(cfg))
 
-    def block_outputs(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
-        """The token sequences after each of the last ``n`` blocks, each through the final norm (DINO's
-        ``get_intermediate_layers``), prefix tokens (class, registers) first."""
+    def check_last_blocks(self, n: int, avgpool_patchtokens: bool = False) -> None:
+        """Refuse (one line) a ``last_blocks_feature(x, n, avgpool_patchtokens)`` this ViT cannot compute."""
         if not 1 <= n <= len(self.blocks):
             raise BenchError(f"n_last_blocks={n} but the ViT has {len(self.blocks)} blocks",
                              f"--set n_last_blocks=1..{len(self.blocks)}")
+        if avgpool_patchtokens and n != 1:
+            raise BenchError("avgpool_patchtokens needs n_last_blocks=1 (DINO interleaves one CLS with the mean token)",
+                             "--set n_last_blocks=1")
+
+    def block_outputs(self, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """The token sequences after each of the last ``n`` blocks, each through the final norm (DINO's
+        ``get_intermediate_layers``), prefix tokens (class, registers) first."""
+        self.check_last_blocks(n)
         x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
         outs = []
         for i, blk in enumerate(self.blocks):
@@ -149,13 +156,11 @@ class VisionTransformerBackbone(TimmBackboneMixin, VisionTransformer):
         """DINO's linear-probe feature (``eval_linear.py``): the CLS tokens of the last ``n`` blocks concatenated; with
         ``avgpool_patchtokens`` (DINO's ViT-B setting, n = 1) interleaved element-wise with the mean patch token, in
         DINO's order (``cat((cls.unsqueeze(-1), mean.unsqueeze(-1)), -1).reshape(B, -1)``)."""
+        self.check_last_blocks(n, avgpool_patchtokens)
         outs = self.block_outputs(x, n)
         cls = torch.cat([o[:, 0] for o in outs], dim=-1)
         if not avgpool_patchtokens:
             return cls
-        if n != 1:
-            raise BenchError("avgpool_patchtokens needs n_last_blocks=1 (DINO interleaves one CLS with the mean token)",
-                             "--set n_last_blocks=1")
         mean = outs[-1][:, self.num_prefix_tokens:].mean(dim=1)
         return torch.cat((cls.unsqueeze(-1), mean.unsqueeze(-1)), dim=-1).reshape(cls.shape[0], -1)
 

@@ -2,7 +2,8 @@
 
 Every function is the exact expression its caller used before the engine existed (same operation order, so the
 same floats): pretraining and cRT set the LR once per epoch (step or cosine), finetuning uses the step schedule per
-parameter group, the linear head on cached features a per-step cosine to 0. ``warmup_factor`` is detectron2's linear
+parameter group, the linear head on cached features a per-step cosine to 0, the ViT fine-tuning recipe (iBOT / DeiT)
+timm's per-epoch warm-up cosine (``warmup_cosine_lr``). ``warmup_factor`` is detectron2's linear
 warm-up, written down for completeness (the detection task passes its warm-up to detectron2 itself).
 """
 
@@ -22,6 +23,18 @@ def step_lr(base: float, epoch: int, milestones: Iterable[int], gamma: float) ->
 def cosine_lr(base: float, t: float, total: float) -> float:
     """Half-cosine from ``base`` (t = 0) to 0 (t = total): ``base * 0.5 * (1 + cos(pi t / total))``."""
     return base * 0.5 * (1.0 + math.cos(math.pi * t / total))
+
+
+def warmup_cosine_lr(base: float, t: int, *, epochs: int, warmup_epochs: int, warmup_lr: float, min_lr: float) -> float:
+    """timm's ``CosineLRScheduler`` per epoch (``t_in_epochs``, one cycle, no prefix), as DeiT-style scripts build it
+    with ``create_scheduler``: ``warmup_lr + t (base - warmup_lr) / warmup_epochs`` for ``t < warmup_epochs``, then
+    ``min_lr + (base - min_lr) (1 + cos(pi t / epochs)) / 2``, and ``min_lr`` from ``t >= epochs`` on (the warm-up is part
+    of the cosine's span, not a prefix)."""
+    if t < warmup_epochs:
+        return warmup_lr + t * (base - warmup_lr) / warmup_epochs
+    if t >= epochs:
+        return min_lr
+    return min_lr + 0.5 * (base - min_lr) * (1.0 + math.cos(math.pi * t / epochs))
 
 
 def constant_lr(base: float) -> float:

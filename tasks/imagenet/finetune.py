@@ -110,18 +110,6 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def warmup_cosine_lr(base: float, t: int, *, epochs: int, warmup_epochs: int, warmup_lr: float, min_lr: float) -> float:
-    """timm's ``CosineLRScheduler`` per epoch (``t_in_epochs``, one cycle, no prefix), as DeiT-style scripts build it
-    with ``create_scheduler``: ``warmup_lr + t (base - warmup_lr) / warmup_epochs`` for ``t < warmup_epochs``, then
-    ``min_lr + (base - min_lr) (1 + cos(pi t / epochs)) / 2``, and ``min_lr`` from ``t >= epochs`` on (the warm-up is part
-    of the cosine's span, not a prefix)."""
-    if t < warmup_epochs:
-        return warmup_lr + t * (base - warmup_lr) / warmup_epochs
-    if t >= epochs:
-        return min_lr
-    return min_lr + 0.5 * (base - min_lr) * (1.0 + math.cos(math.pi * t / epochs))
-
-
 def repeated_aug_order(n: int, epoch: int, seed: int, *, repeats: int, ranks: int, per_rank_batch: int,
                        round_to: int) -> list[int]:
     """One epoch of DeiT's repeated-augmentation sampler (``RASampler``) on ``ranks`` processes, with each process's

@@ -21,10 +21,10 @@ from torchvision import transforms as T
 
 from mopro_bench.checkpoints import LoadedCheckpoint
 from mopro_bench.data.common import eval_transform, normalize
-from mopro_bench.engine.schedule import cosine_lr, step_lr
+from mopro_bench.engine.schedule import epoch_lr, warmup_cosine_lr
 from mopro_bench.errors import BenchError
 from mopro_bench.registry import Protocol
-from mopro_bench.tasks.imagenet.finetune import ParamGroup, TrainConfig, repeated_aug_order, warmup_cosine_lr
+from mopro_bench.tasks.imagenet.finetune import ParamGroup, TrainConfig, repeated_aug_order
 from mopro_bench.tasks.imagenet.protocols import NUM_CLASSES, ViTLinearProtocol, ViTSemiSupProtocol
 
 
@@ -39,12 +39,7 @@ class LastBlocksFeature(nn.Module):
         if not hasattr(backbone, "last_blocks_feature"):
             raise BenchError(f"feature=last-blocks needs a ViT; this backbone is a {getattr(backbone, 'family', '?')}",
                              "use a ViT checkpoint, or imagenet_linear@fast")
-        depth = len(backbone.blocks)
-        if not 1 <= n <= depth:
-            raise BenchError(f"n_last_blocks={n} but the ViT has {depth} blocks", f"--set n_last_blocks=1..{depth}")
-        if avgpool and n != 1:
-            raise BenchError("avgpool_patchtokens needs n_last_blocks=1 (DINO interleaves one CLS with the mean token)",
-                             "--set n_last_blocks=1")
+        backbone.check_last_blocks(n, avgpool)  # before anything runs
         self.backbone, self.n, self.avgpool = backbone, int(n), bool(avgpool)
         self.feature_dim = int(backbone.feature_dim) * (self.n + int(self.avgpool))
         self.feature = (f"CLS tokens of the last {n} blocks, each through the final norm, concatenated" if n > 1 else
@@ -79,14 +74,12 @@ def probe_feature(backbone: nn.Module, p: ViTLinearProtocol) -> nn.Module:
 
 def linear_schedule(p: ViTLinearProtocol):
     """The LR of an epoch under ``p.schedule``: ``cosine`` (per epoch, to 0 at ``epochs``) or ``step`` (milestones)."""
-    if p.schedule == "cosine":
-        if p.milestones:
-            raise BenchError(f"milestones={list(p.milestones)} apply only with schedule=step",
-                             "--set milestones=[] (cosine), or schedule=step")
-        return lambda base, epoch: cosine_lr(base, epoch, p.epochs)
-    if p.schedule == "step":
-        return lambda base, epoch: step_lr(base, epoch, p.milestones, p.gamma)
-    raise BenchError(f"schedule={p.schedule!r} is unknown", "use cosine or step")
+    if p.schedule not in ("cosine", "step"):
+        raise BenchError(f"schedule={p.schedule!r} is unknown", "use cosine or step")
+    if p.schedule == "cosine" and p.milestones:
+        raise BenchError(f"milestones={list(p.milestones)} apply only with schedule=step",
+                         "--set milestones=[] (cosine), or schedule=step")
+    return lambda base, epoch: epoch_lr(p.schedule, base, epoch, epochs=p.epochs, milestones=p.milestones, gamma=p.gamma)
 
 
 # ----------------------------------------------------------------------------------------- ViT semi-supervised recipe

@@ -290,7 +290,7 @@ def test_ibot_parameter_groups_match_timms_weight_decay_split():
 def test_warmup_cosine_matches_timms_scheduler_stepped_after_each_epoch():
     from timm.scheduler import CosineLRScheduler
 
-    from mopro_bench.tasks.imagenet.finetune import warmup_cosine_lr
+    from mopro_bench.engine.schedule import warmup_cosine_lr
 
     epochs, base = 20, 4e-5
     opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=base)
