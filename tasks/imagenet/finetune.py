@@ -110,6 +110,24 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class FinetuneSetup:
+    """What a fine-tuning recipe sets in a run: the classifier and how it was initialised, the transforms, the loop's
+    config and parameter groups, and the optional per-epoch LR (default: the config's step schedule), data order
+    (default: a seeded shuffle) and batch transform (mixup); ``details`` goes to the record's ``details.recipe``."""
+
+    head: nn.Module
+    init_info: dict[str, Any]
+    train_transform: Any
+    val_transform: Any
+    config: TrainConfig
+    groups: list[ParamGroup]
+    lr_schedule: Callable[[float, int], float] | None = None
+    epoch_order: Callable[[int], Sequence[int]] | None = None
+    batch_transform: Any = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 def repeated_aug_order(n: int, epoch: int, seed: int, *, repeats: int, ranks: int, per_rank_batch: int,
                        round_to: int) -> list[int]:
     """One epoch of DeiT's repeated-augmentation sampler (``RASampler``) on ``ranks`` processes, with each process's

@@ -87,7 +87,7 @@ from mopro_bench.features import checkpoint_identity, extract_features
 from mopro_bench.io import sha256_lines
 from mopro_bench.metrics.classification import topk_accuracy
 from mopro_bench.registry import Option, Protocol, RunContext, Task, TaskOutput
-from mopro_bench.tasks.imagenet.finetune import ParamGroup, TrainConfig, fit_linear_on_features
+from mopro_bench.tasks.imagenet.finetune import FinetuneSetup, ParamGroup, TrainConfig, fit_linear_on_features
 from mopro_bench.tasks.imagenet.protocols import (
     IMAGENET_VAL_PROTOCOLS,
     LINEAR_PROTOCOLS,
@@ -105,7 +105,7 @@ from mopro_bench.tasks.imagenet.protocols import (
 )
 from mopro_bench.tasks.imagenet.scoring import KS, HitTrainer, linear_hits, per_image_record, topk_hits
 from mopro_bench.tasks.imagenet.subsets import LabelledSubset, as_released_epoch_order, resolve_as_released, resolve_subset
-from mopro_bench.tasks.imagenet.vit import ViTSetup, linear_schedule, probe_feature, probe_feature_id, vit_semisup_setup
+from mopro_bench.tasks.imagenet.vit import linear_schedule, probe_feature, probe_feature_id, vit_semisup_setup
 
 SELECTION_LAST = "last epoch (best epoch reported as best_top1)"
 SELECTION_BEST = ("best epoch: top1/top5 are from the evaluated epoch with the highest val top-1 (chosen on val itself, "
@@ -147,13 +147,11 @@ def _imagenet_samples(root: Path, split: str) -> list[tuple[Path, int]]:
     return samples
 
 
-def _train_transform(p: SemiSupProtocol | LinearProtocol, ck: LoadedCheckpoint, interpolation: str | None = None) -> T.Compose:
+def _train_transform(p: SemiSupProtocol | LinearProtocol, ck: LoadedCheckpoint, interpolation: str = "bilinear") -> T.Compose:
     """RandomResizedCrop (+ flip) -> tensor -> the checkpoint's normalisation. ``interpolation``: the crop's resize
-    (None: torchvision's default, bilinear -- the ResNet protocols)."""
-    if interpolation is None:
-        ops: list[Any] = [T.RandomResizedCrop(p.image_size, scale=tuple(p.crop_scale))]
-    else:
-        ops = [T.RandomResizedCrop(p.image_size, scale=tuple(p.crop_scale), interpolation=interpolation_mode(interpolation))]
+    (bilinear, torchvision's default, for the ResNet protocols)."""
+    ops: list[Any] = [T.RandomResizedCrop(p.image_size, scale=tuple(p.crop_scale),
+                                          interpolation=interpolation_mode(interpolation))]
     if p.hflip:
         ops.append(T.RandomHorizontalFlip())
     return T.Compose([*ops, T.ToTensor(), normalize(ck.preprocess)])
@@ -248,25 +246,15 @@ class _ImageNetSemiSup(Task):
         ck = model
         backbone = copy.deepcopy(ck.backbone)
         train_items = [train[i] for i in subset.indices]
-        vit: ViTSetup | None = None
         if isinstance(p, ViTSemiSupProtocol):
-            vit = vit_semisup_setup(p, ck, backbone, len(train_items), ctx.seed)
-            head, init_info = vit.head, vit.init_info
-            train_tf, val_tf = vit.train_transform, vit.val_transform
+            setup = vit_semisup_setup(p, ck, backbone, len(train_items), ctx.seed)
         else:
-            head, init_info = self._head(p, ck)
-            train_tf = _train_transform(p, ck)
-            val_tf = eval_transform(p.image_size, p.resize, ck.preprocess)
-        net = ClassifierNet(backbone, head)
-        train_ds = ImageList([q for q, _ in train_items], [y for _, y in train_items], train_tf)
-        val_ds = ImageList([q for q, _ in val], [y for _, y in val], val_tf)
-        if vit is not None:
-            cfg = vit.config
-        else:
-            cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
-                              momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every, sync_bn=p.sync_bn,
-                              label_smoothing=p.label_smoothing, precision=p.precision, bn_batch=p.bn_batch)
-        epoch_order = vit.epoch_order if vit is not None else None
+            setup = self._setup(p, ck, backbone)
+        init_info = setup.init_info
+        net = ClassifierNet(backbone, setup.head)
+        train_ds = ImageList([q for q, _ in train_items], [y for _, y in train_items], setup.train_transform)
+        val_ds = ImageList([q for q, _ in val], [y for _, y in val], setup.val_transform)
+        epoch_order = setup.epoch_order
         if subset.source == "as-released":
             n_rank = subset.extra["subset_per_rank_size"]
             if p.batch_size % p.num_ranks:
@@ -278,21 +266,16 @@ class _ImageNetSemiSup(Task):
 
             def epoch_order(epoch: int) -> list[int]:
                 return as_released_epoch_order(n_rank, p.num_ranks, epoch, ctx.seed)
-        if vit is not None:
-            groups = vit.groups
-        else:
-            groups = [ParamGroup("backbone", list(backbone.parameters()), p.lr_backbone, p.weight_decay),
-                      ParamGroup("head", list(head.parameters()), p.lr_head, p.weight_decay)]
         run_key = {"task": self.name, "protocol": p.name, "params": p.params(), "seed": ctx.seed,
                    "checkpoint": checkpoint_identity(ck, ctx.seed), "subset": subset.sha256,
                    "val": _list_hash(val, root), "classifier_init": init_info["rule_applied"]}
         _record_images(ctx, "imagenet/train-subset", [train[i] for i in sorted(set(subset.indices))], root)
         _record_images(ctx, "imagenet/val", val, root)
-        trainer = HitTrainer(net, groups, train_ds, val_ds, cfg, ctx, run_key=run_key,
+        trainer = HitTrainer(net, setup.groups, train_ds, val_ds, setup.config, ctx, run_key=run_key,
                              resume=bool(ctx.option("resume", False)), desc=self.name,
                              log_dir=Path(ctx.work_dir) / "tensorboard" if ctx.work_dir else None,
-                             epoch_order=epoch_order, lr_schedule=vit.lr_schedule if vit is not None else None,
-                             batch_transform=vit.batch_transform if vit is not None else None)
+                             epoch_order=epoch_order, lr_schedule=setup.lr_schedule,
+                             batch_transform=setup.batch_transform)
         fit = trainer.fit()
         metrics, details = _fit_summary(fit, p.report)
         _trainer_per_image(trainer, fit, [_rel(q, root) for q, _ in val], details)
@@ -303,8 +286,8 @@ class _ImageNetSemiSup(Task):
             "resumed_from_epoch": fit.resumed_from_epoch, "skipped_batches": fit.skipped_batches,
             "train_images": len(train_items), "work_dir": str(ctx.work_dir) if ctx.work_dir else None,
         })
-        if vit is not None:
-            details["recipe"] = vit.details
+        if setup.details:
+            details["recipe"] = setup.details
         data = {"train_list_sha256": _list_hash(train, root), "val_list_sha256": _list_hash(val, root),
                 "train_images_total": len(train), "val_images": len(val), **subset.record()}
         artifacts = [subset.file] if subset.source == "seeded" and subset.file else []
@@ -317,6 +300,17 @@ class _ImageNetSemiSup(Task):
                     f"{subset.extra['subset_union_size']} distinct images in all")
         return TaskOutput(metrics=metrics, details=details, selection=_selection(p.report), data=data,
                           artifacts=artifacts, metric_units=dict(UNITS), metric_definitions=_definitions(what, p.report))
+
+    def _setup(self, p: SemiSupProtocol, ck: LoadedCheckpoint, backbone: nn.Module) -> FinetuneSetup:
+        """The ResNet recipes (``@mopro``, ``@mopro-as-released``, ``@swav``): SGD, step schedule, two groups."""
+        head, init_info = self._head(p, ck)
+        cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, milestones=tuple(p.milestones), gamma=p.gamma,
+                          momentum=p.momentum, nesterov=p.nesterov, eval_every=p.eval_every, sync_bn=p.sync_bn,
+                          label_smoothing=p.label_smoothing, precision=p.precision, bn_batch=p.bn_batch)
+        groups = [ParamGroup("backbone", list(backbone.parameters()), p.lr_backbone, p.weight_decay),
+                  ParamGroup("head", list(head.parameters()), p.lr_head, p.weight_decay)]
+        return FinetuneSetup(head, init_info, _train_transform(p, ck),
+                             eval_transform(p.image_size, p.resize, ck.preprocess), cfg, groups)
 
     def _subset(self, p: SemiSupProtocol, train: list[tuple[Path, int]], ctx: RunContext) -> LabelledSubset:
         given = ctx.option("subset_file")

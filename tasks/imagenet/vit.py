@@ -6,12 +6,11 @@
 * iBOT's semi-supervised fine-tuning of :class:`~.protocols.ViTSemiSupProtocol`: the classifier
   (:class:`ProjectionClassifier`, :func:`vit_semisup_head`), drop path, AdamW groups, DeiT's training transform,
   mixup/cutmix, and :func:`vit_semisup_setup`, which assembles them with the warm-up cosine schedule and the
-  repeated-augmentation order into a :class:`ViTSetup`.
+  repeated-augmentation order into a :class:`FinetuneSetup`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from mopro_bench.data.common import eval_transform, normalize
 from mopro_bench.engine.schedule import epoch_lr, warmup_cosine_lr
 from mopro_bench.errors import BenchError
 from mopro_bench.registry import Protocol
-from mopro_bench.tasks.imagenet.finetune import ParamGroup, TrainConfig, repeated_aug_order
+from mopro_bench.tasks.imagenet.finetune import FinetuneSetup, ParamGroup, TrainConfig, repeated_aug_order
 from mopro_bench.tasks.imagenet.protocols import NUM_CLASSES, ViTLinearProtocol, ViTSemiSupProtocol
 
 
@@ -233,22 +232,8 @@ def vit_mixup(p: ViTSemiSupProtocol, seed: int):
     return transform
 
 
-@dataclass
-class ViTSetup:
-    head: nn.Module
-    init_info: dict[str, Any]
-    train_transform: Any
-    val_transform: Any
-    config: TrainConfig
-    groups: list[ParamGroup]
-    lr_schedule: Any
-    epoch_order: Any
-    batch_transform: Any
-    details: dict[str, Any]
-
-
 def vit_semisup_setup(p: ViTSemiSupProtocol, ck: LoadedCheckpoint, backbone: nn.Module, n_train: int,
-                      seed: int) -> ViTSetup:
+                      seed: int) -> FinetuneSetup:
     """Everything :class:`ViTSemiSupProtocol` changes in the finetuning run (``backbone`` is the run's own copy)."""
     if p.schedule != "warmup-cosine":
         raise BenchError(f"schedule={p.schedule!r} is unknown for the ViT recipe", "use warmup-cosine")
@@ -299,6 +284,6 @@ def vit_semisup_setup(p: ViTSemiSupProtocol, ck: LoadedCheckpoint, backbone: nn.
                "lr_backbone_first_epochs": [lr_schedule(p.lr_backbone, e) for e in range(min(8, p.epochs))],
                "not_reproduced": ["fp16 autocast (precision here: " + p.precision + ")",
                                   "model EMA (the source keeps one but evaluates the model itself)"]}
-    return ViTSetup(head=head, init_info=init_info, train_transform=vit_train_transform(p, ck), val_transform=val_tf,
+    return FinetuneSetup(head=head, init_info=init_info, train_transform=vit_train_transform(p, ck), val_transform=val_tf,
                     config=cfg, groups=groups, lr_schedule=lr_schedule, epoch_order=epoch_order,
                     batch_transform=mixup, details=details)
