@@ -67,7 +67,7 @@ def data_completeness(task: Task, kind: str, root: Path, params: dict[str, Any],
     splits ``task`` reads under ``root`` (``task.splits``; a protocol's ``train_split``/``test_split`` win). Complete =
     every split has exactly its official number of images and the data is not generated (``data synth``)."""
     task_name = task.name
-    splits = tuple(getattr(task, "splits", ()) or ())
+    splits = tuple(task.splits)
     if "train_split" in params and "test_split" in params:
         splits = (str(params["train_split"]), str(params["test_split"]))
     out: dict[str, Any] = {"counts": {}, "lists": {}}
@@ -166,8 +166,6 @@ def evaluate(
     select: str | None = None,
     source: dict[str, Any] | None = None,
 ) -> EvalOutcome:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise BenchError(f"seed {seed!r} is not an integer", "pass an integer seed in 0..2**32-1")
     check_seed(seed)  # as the CLI does: every generator it seeds must take it (numpy's legacy seed: 0..2**32-1)
     resolved = get_task(task_spec, overrides)
     task, protocol = resolved.task, resolved.protocol

@@ -32,7 +32,10 @@ def check_device_spec(spec: str | None) -> str:
 
 
 def check_seed(seed: int) -> int:
-    """``--seed`` must fit every generator it seeds (numpy's legacy seed is the narrowest: 0..2**32-1)."""
+    """``--seed`` must be an integer that fits every generator it seeds (numpy's legacy seed is the narrowest:
+    0..2**32-1)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BenchError(f"seed {seed!r} is not an integer", f"use a seed in 0..{SEED_MAX}")
     if seed < 0:
         raise BenchError(f"--seed {seed} is negative", f"use a seed in 0..{SEED_MAX}")
     if seed > SEED_MAX:

@@ -27,14 +27,18 @@ def torchvision_state_dict(ck: LoadedCheckpoint, with_classifier: bool = False) 
         raise BenchError(f"{ck.name} puts the stride in the 1x1 convolution (MSRA/caffe ResNet); torchvision's ResNet puts "
                          "it in the 3x3, so a torchvision file would compute another function",
                          "export --format detectron2 (it records MODEL.RESNETS.STRIDE_IN_1X1: True)")
+    return _with_classifier(ck, with_classifier, "fc")
+
+
+def _with_classifier(ck: LoadedCheckpoint, with_classifier: bool, prefix: str) -> dict[str, torch.Tensor]:
+    """The backbone's tensors (own memory, contiguous), plus the classifier as ``prefix.weight``/``prefix.bias``."""
     sd = {k: v.detach().cpu().clone().contiguous() for k, v in ck.backbone.state_dict().items()}
     if with_classifier:
         head = ck.heads.get("classifier")
         if head is None:
             raise BenchError(f"{ck.name} has no classifier head", "drop --with-classifier (the backbone is exported alone)")
-        sd["fc.weight"] = head.state_dict["weight"].detach().cpu().clone().float()
-        if "bias" in head.state_dict:
-            sd["fc.bias"] = head.state_dict["bias"].detach().cpu().clone().float()
+        sd.update({f"{prefix}.{k}": head.state_dict[k].detach().cpu().clone().float()
+                   for k in ("weight", "bias") if k in head.state_dict})
     return sd
 
 
@@ -50,14 +54,7 @@ def timm_state_dict(ck: LoadedCheckpoint, with_classifier: bool = False) -> dict
     if getattr(ck.backbone, "stride_in_1x1", False):
         raise BenchError(f"{ck.name} puts the stride in the 1x1 convolution (MSRA/caffe ResNet), which timm's ResNet "
                          "does not", "export --format detectron2")
-    sd = {k: v.detach().cpu().clone().contiguous() for k, v in ck.backbone.state_dict().items()}
-    if with_classifier:
-        head = ck.heads.get("classifier")
-        if head is None:
-            raise BenchError(f"{ck.name} has no classifier head", "drop --with-classifier (the backbone is exported alone)")
-        prefix = TIMM_CLASSIFIER[ck.family]
-        sd.update({f"{prefix}.{k}": v.detach().cpu().clone().float() for k, v in head.state_dict.items()})
-    return sd
+    return _with_classifier(ck, with_classifier, TIMM_CLASSIFIER[ck.family])
 
 
 def _timm_config(ck: LoadedCheckpoint, path: Path) -> None:

@@ -95,9 +95,11 @@ def _fmt_head(name: str, h: dict) -> str:
 def print_text(r: dict) -> None:
     cov = r["coverage"]
     pre = r["preprocess"]
-    width = (f"width {r['width']}" + (", stride in 1x1 (MSRA)" if r["stride_in_1x1"] else "") if r.get("family") == "resnet"
-             else f"family {r.get('family')}" + (f", {r['coverage']['architecture']['num_heads']} heads"
-                 if r.get("family") == "vit" and (r.get("coverage") or {}).get("architecture") else ""))
+    if r.get("family") == "resnet":
+        width = f"width {r['width']}" + (", stride in 1x1 (MSRA)" if r["stride_in_1x1"] else "")
+    else:  # a ViT's heads (no shape shows them) from the coverage report's architecture
+        heads = (cov.get("architecture") or {}).get("num_heads")
+        width = f"family {r.get('family')}" + (f", {heads} heads" if heads else "")
     others = [n for n in r["selectable"] if n != r["select"]]
     sel = f" (network {r['select']}; --select {' / '.join(others)} for the other)" if r["selectable"] else ""
     rows = [
