@@ -24,7 +24,7 @@ Every backbone family (ResNet, ViT, ConvNeXt) is accepted: ``features`` is the b
 CLS token after the final LayerNorm; ConvNeXt: the average-pooled last stage through the head LayerNorm), which is
 what a timm-layout classifier (ViT ``head``, ConvNeXt ``head.fc``) reads, so ``classifier(features)`` are the
 network's own logits. The protocol's input pipeline is the same for every family (bilinear Resize 256, as the
-ResNet numbers it was defined with); the checkpoint's own interpolation (bicubic for DINO/MoCo v3/ConvNeXt) is
+ResNet numbers it was defined with); the checkpoint's own interpolation (bicubic for DINO, MAE, DINOv2, ConvNeXt) is
 recorded with the checkpoint but not applied, so a ViT's numbers here are under this protocol, not its authors'.
 
 ``details.per_image`` holds each image's top-1 hit (0/1) in the dataset's sample order with ``ids_sha256`` (the
